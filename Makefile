@@ -1,0 +1,38 @@
+# Two commands matter:  `make book` (build and execute the book)  and  `make test`.
+# Both use the active virtual environment when there is one, and create .venv otherwise.
+
+PYTHON ?= python3
+ifdef VIRTUAL_ENV
+VENV := $(VIRTUAL_ENV)
+else
+VENV := .venv
+endif
+BIN := $(VENV)/bin
+
+.PHONY: test book checks bench install clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.installed-%: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e ".[$*]"
+	touch $@
+
+install: $(VENV)/.installed-test
+
+test: $(VENV)/.installed-test
+	$(BIN)/python -m pytest
+
+checks: $(VENV)/.installed-test
+	$(BIN)/python -m checks
+
+book: $(VENV)/.installed-book
+	$(BIN)/jupyter-book clean .
+	$(BIN)/jupyter-book build . -W -n --keep-going
+
+bench: $(VENV)/.installed-bench
+	$(BIN)/python benchmarks/speed.py
+
+clean:
+	rm -rf _build .pytest_cache .hypothesis

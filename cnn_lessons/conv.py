@@ -1,0 +1,196 @@
+"""2-D convolution (cross-correlation, as in every deep-learning library).
+
+Shapes: ``x (N, C, H, W)``, weights ``W (F, C, kh, kw)``, bias ``b (F,)``, stride ``s``,
+zero padding ``p``; the output is ``(N, F, Ho, Wo)`` with
+
+    Ho = (H + 2 p_h - kh) // s_h + 1,      Wo = (W + 2 p_w - kw) // s_w + 1
+
+    out[n, f, i, j] = b[f] + sum_{c, u, v} W[f, c, u, v] * xp[n, c, i s + u, j s + v]
+
+where ``xp`` is ``x`` padded with zeros.  Backward, from ``dout (N, F, Ho, Wo)``:
+
+    db[f]          = sum_{n, i, j} dout[n, f, i, j]
+    dW[f, c, u, v] = sum_{n, i, j} dout[n, f, i, j] * xp[n, c, i s + u, j s + v]
+    dxp[n, c, i s + u, j s + v] += sum_f dout[n, f, i, j] * W[f, c, u, v]
+
+The last line *accumulates*: with stride smaller than the kernel, windows overlap and one input
+pixel receives gradient from several outputs.
+
+Two implementations give the same numbers: :func:`conv2d_forward_naive` and
+:func:`conv2d_backward_naive` spell the sums out as loops (for reading); :class:`Conv2D` computes
+them with one big matrix product ("im2col"): every window of ``xp`` becomes a row of a matrix of
+shape ``(N*Ho*Wo, C*kh*kw)``, and the convolution is that matrix times ``W`` reshaped to
+``(F, C*kh*kw)``.  The input gradient is added back window offset by window offset
+(``kh*kw`` small products), never with a Python loop over the batch or the output positions.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from .init import initialise
+from .layer import Layer, pair
+
+
+def output_size(size: int, kernel: int, stride: int, padding: int) -> int:
+    """Number of window positions along one axis: ``(size + 2 padding - kernel) // stride + 1``."""
+    return (size + 2 * padding - kernel) // stride + 1
+
+
+# -- the loops, for reading -------------------------------------------------------------------
+
+def conv2d_forward_naive(x, W, b, stride=(1, 1), padding=(0, 0)):
+    """Loop version of the forward pass.  ``x (N, C, H, W)``, ``W (F, C, kh, kw)``,
+    ``b (F,)`` -> ``out (N, F, Ho, Wo)``."""
+    (sh, sw), (ph, pw) = stride, padding
+    n_, c_, h_, w_ = x.shape
+    f_, _, kh, kw = W.shape
+    ho, wo = output_size(h_, kh, sh, ph), output_size(w_, kw, sw, pw)
+    xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+    out = np.zeros((n_, f_, ho, wo), dtype=np.result_type(x, W))
+    for n in range(n_):
+        for f in range(f_):
+            for i in range(ho):
+                for j in range(wo):
+                    window = xp[n, :, i * sh:i * sh + kh, j * sw:j * sw + kw]   # (C, kh, kw)
+                    out[n, f, i, j] = np.sum(window * W[f]) + b[f]
+    return out
+
+
+def conv2d_backward_naive(dout, x, W, stride=(1, 1), padding=(0, 0)):
+    """Loop version of the backward pass: returns ``(dx, dW, db)`` shaped like ``x, W, b``."""
+    (sh, sw), (ph, pw) = stride, padding
+    n_, c_, h_, w_ = x.shape
+    f_, _, kh, kw = W.shape
+    _, _, ho, wo = dout.shape
+    xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+    dxp, dW = np.zeros_like(xp), np.zeros_like(W)
+    db = dout.sum(axis=(0, 2, 3))
+    for n in range(n_):
+        for f in range(f_):
+            for i in range(ho):
+                for j in range(wo):
+                    rows, cols = slice(i * sh, i * sh + kh), slice(j * sw, j * sw + kw)
+                    dW[f] += dout[n, f, i, j] * xp[n, :, rows, cols]
+                    dxp[n, :, rows, cols] += dout[n, f, i, j] * W[f]
+    dx = dxp[:, :, ph:ph + h_, pw:pw + w_]
+    return dx, dW, db
+
+
+# -- the layer ----------------------------------------------------------------------------------
+
+class Conv2D(Layer):
+    """``Conv2D(in_channels, out_channels, kernel_size, stride=1, padding=0)``.
+
+    ``kernel_size``, ``stride`` and ``padding`` take an int or an ``(h, w)`` pair.
+    ``params``: ``W (out_channels, in_channels, kh, kw)``, ``b (out_channels,)``.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0,
+                 *, init: str = "he", rng=None, dtype=np.float32):
+        super().__init__()
+        name = f"Conv2D({in_channels}, {out_channels})"
+        self.in_channels, self.out_channels = int(in_channels), int(out_channels)
+        self.kernel_size = pair(kernel_size, "kernel_size", name)
+        self.stride = pair(stride, "stride", name)
+        self.padding = pair(padding, "padding", name)
+        if min(self.kernel_size) < 1 or min(self.stride) < 1 or min(self.padding) < 0:
+            raise ValueError(f"{name}: kernel_size and stride must be >= 1 and padding >= 0, got "
+                             f"{self.kernel_size}, {self.stride}, {self.padding}")
+        kh, kw = self.kernel_size
+        fan_in = in_channels * kh * kw
+        self.params["W"] = initialise(init, (out_channels, in_channels, kh, kw), fan_in,
+                                      out_channels * kh * kw, rng, dtype)
+        self.params["b"] = np.zeros(out_channels, dtype=dtype)
+        self._buffers: dict[str, np.ndarray] = {}
+
+    def config(self):
+        return {"in_channels": self.in_channels, "out_channels": self.out_channels,
+                "kernel_size": list(self.kernel_size), "stride": list(self.stride),
+                "padding": list(self.padding)}
+
+    def _output_hw(self, x):
+        """Check ``x`` and return ``(Ho, Wo)``; refuse a kernel larger than the padded input."""
+        x = self._check_input(x, 4, f"(N, {self.in_channels}, H, W)", {1: self.in_channels})
+        (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
+        h, w = x.shape[2:]
+        if h + 2 * ph < kh or w + 2 * pw < kw:
+            raise ValueError(f"{self!r}: kernel {kh}x{kw} is larger than the padded input "
+                             f"{h + 2 * ph}x{w + 2 * pw} (input shape {x.shape})")
+        return x, output_size(h, kh, sh, ph), output_size(w, kw, sw, pw)
+
+    def _buffer(self, name, shape, dtype, zero=False):
+        """A scratch array reused from batch to batch (allocating fresh memory costs time)."""
+        buf = self._buffers.get(name)
+        if buf is None or buf.shape != shape or buf.dtype != dtype:
+            buf = self._buffers[name] = np.empty(shape, dtype=dtype)
+        if zero:
+            buf.fill(0)
+        return buf
+
+    def forward(self, x):
+        """``x (N, C, H, W) -> out (N, F, Ho, Wo)``."""
+        x, ho, wo = self._output_hw(x)
+        W, b = self.params["W"], self.params["b"]
+        (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
+        n, c = x.shape[:2]
+        dtype = np.result_type(x, W)
+        if ph or pw:
+            xp = self._buffer("xp", (n, c, x.shape[2] + 2 * ph, x.shape[3] + 2 * pw), dtype, zero=True)
+            xp[:, :, ph:ph + x.shape[2], pw:pw + x.shape[3]] = x
+        else:
+            xp = x
+        # windows[n, c, i, j, u, v] = xp[n, c, i*sh + u, j*sw + v]  (a view: no copy yet)
+        windows = sliding_window_view(xp, (kh, kw), axis=(2, 3))[:, :, ::sh, ::sw][:, :, :ho, :wo]
+        # im2col: ONE copy into rows ordered (n, i, j), columns ordered (c, u, v)
+        cols = self._buffer("cols", (n, ho, wo, c, kh, kw), dtype)
+        np.copyto(cols, windows.transpose(0, 2, 3, 1, 4, 5))
+        cols2d = cols.reshape(n * ho * wo, c * kh * kw)
+        out = cols2d @ W.reshape(self.out_channels, -1).T            # (N*Ho*Wo, F)
+        out += b
+        self._cache = (x.shape, cols2d, ho, wo)
+        # (N, Ho, Wo, F) in memory, seen as (N, F, Ho, Wo): no transposing copy needed
+        return out.reshape(n, ho, wo, self.out_channels).transpose(0, 3, 1, 2)
+
+    def backward(self, dout):
+        """``dout (N, F, Ho, Wo) -> dx (N, C, H, W)``; fills ``grads['W']`` and ``grads['b']``."""
+        if self._cache is None:
+            self._check_dout(dout, ())
+        x_shape, cols2d, ho, wo = self._cache
+        n, c, h, w = x_shape
+        f = self.out_channels
+        dout = self._check_dout(dout, (n, f, ho, wo))
+        (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
+        W = self.params["W"]
+        # rows (n, i, j), one column per filter: a free view when dout came from our forward
+        dout2d = dout.transpose(0, 2, 3, 1).reshape(n * ho * wo, f)
+        self.grads["W"] = (dout2d.T @ cols2d).reshape(W.shape)
+        self.grads["b"] = dout2d.sum(axis=0)
+        # input gradient, one kernel offset (u, v) at a time: a (N*Ho*Wo, F) @ (F, C) product
+        # added into the strided positions that offset touched; overlaps accumulate
+        dtype = np.result_type(dout, W)
+        dxp = np.zeros((n, h + 2 * ph, w + 2 * pw, c), dtype=dtype)  # NHWC in memory
+        for u in range(kh):
+            for v in range(kw):
+                contrib = (dout2d @ W[:, :, u, v]).reshape(n, ho, wo, c)
+                dxp[:, u:u + sh * (ho - 1) + 1:sh, v:v + sw * (wo - 1) + 1:sw, :] += contrib
+        return dxp[:, ph:ph + h, pw:pw + w, :].transpose(0, 3, 1, 2)
+
+
+class Conv2DNaive(Conv2D):
+    """The same layer computed with the loops above: slow, and the reference for the fast one."""
+
+    def forward(self, x):
+        x, ho, wo = self._output_hw(x)
+        self._cache = (x, ho, wo)
+        return conv2d_forward_naive(x, self.params["W"], self.params["b"], self.stride, self.padding)
+
+    def backward(self, dout):
+        if self._cache is None:
+            self._check_dout(dout, ())
+        x, ho, wo = self._cache
+        dout = self._check_dout(dout, (x.shape[0], self.out_channels, ho, wo))
+        dx, self.grads["W"], self.grads["b"] = conv2d_backward_naive(
+            dout, x, self.params["W"], self.stride, self.padding)
+        return dx

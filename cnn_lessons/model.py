@@ -1,0 +1,219 @@
+"""Sequential model: layers applied one after the other, and backpropagation through them.
+
+``forward`` runs the layers in order; ``backward`` runs their ``backward`` in reverse, each
+receiving the gradient the next one returned -- the chain rule, one layer at a time.
+
+Models are saved as ``.npz`` files that load without pickle: the arrays (``"3.W"`` is
+``params["W"]`` of layer 3) plus a JSON description of the layers under ``"__model__"``.
+Writing goes to a temporary file first and is renamed into place, so an interrupted save never
+leaves a half-written model behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import zipfile
+
+import numpy as np
+
+FORMAT = "cnn_lessons.Sequential/1"
+
+
+def layer_types() -> dict[str, type]:
+    """The layer classes a saved model may name, by class name."""
+    from . import activations, conv, dense, flatten, pooling, regularization
+    classes = {}
+    for module in (dense, activations, conv, pooling, flatten, regularization):
+        for name in dir(module):
+            obj = getattr(module, name)
+            if isinstance(obj, type) and hasattr(obj, "forward") and obj.__module__ == module.__name__:
+                classes[name] = obj
+    return classes
+
+
+class ModelFileError(ValueError):
+    """A model file that is missing, corrupted or does not match the model."""
+
+
+class Sequential:
+    """``Sequential([layer, layer, ...])``."""
+
+    def __init__(self, layers):
+        self.layers = list(layers)
+        for i, layer in enumerate(self.layers):
+            for attr in ("forward", "backward", "params", "grads"):
+                if not hasattr(layer, attr):
+                    raise TypeError(f"Sequential: layer {i} ({layer!r}) has no {attr!r}; "
+                                    "see the layer protocol in cnn_lessons.layer")
+
+    def __repr__(self):
+        inner = ",\n".join(f"    {layer!r}" for layer in self.layers)
+        return f"Sequential([\n{inner}\n])"
+
+    def __getitem__(self, i):
+        return self.layers[i]
+
+    def __len__(self):
+        return len(self.layers)
+
+    # -- running --------------------------------------------------------------------------
+    def forward(self, x):
+        for layer in self.layers:
+            x = layer.forward(x)
+        return x
+
+    __call__ = forward
+
+    def backward(self, dout):
+        for layer in reversed(self.layers):
+            dout = layer.backward(dout)
+        return dout
+
+    def predict(self, x, batch_size: int = 1000) -> np.ndarray:
+        """Class predictions ``(N,)`` in evaluation mode, in batches; restores the mode after."""
+        was_training = self.training
+        self.eval()
+        try:
+            return np.concatenate([self.forward(x[i:i + batch_size]).argmax(axis=1)
+                                   for i in range(0, len(x), batch_size)])
+        finally:
+            self.train(was_training)
+
+    # -- modes and parameters -----------------------------------------------------------
+    @property
+    def training(self) -> bool:
+        return any(getattr(layer, "training", False) for layer in self.layers)
+
+    def train(self, mode: bool = True):
+        """Training mode (Dropout drops, BatchNorm uses batch statistics)."""
+        for layer in self.layers:
+            if hasattr(layer, "training"):
+                layer.training = mode
+        return self
+
+    def eval(self):
+        """Evaluation mode: Dropout is the identity, BatchNorm uses its running statistics."""
+        return self.train(False)
+
+    def named_params(self):
+        """``[("0.W", array), ...]``: every learnable array with its place in the model."""
+        return [(f"{i}.{name}", p) for i, layer in enumerate(self.layers)
+                for name, p in layer.params.items()]
+
+    def num_params(self) -> int:
+        return sum(p.size for _, p in self.named_params())
+
+    def summary(self, input_shape) -> str:
+        """A table of output shape and parameter count per layer, for one input of
+        ``input_shape`` (without the batch axis), e.g. ``(1, 28, 28)``."""
+        was_training = self.training
+        self.eval()
+        try:
+            params = next((p for _, p in self.named_params()), np.zeros(0, np.float32))
+            x = np.zeros((1, *input_shape), dtype=params.dtype)
+            rows = [("layer", "output shape", "params")]
+            for i, layer in enumerate(self.layers):
+                x = layer.forward(x)
+                count = sum(p.size for p in layer.params.values())
+                rows.append((f"{i}: {layer!r}", str(("N", *x.shape[1:])), f"{count:,}"))
+        finally:
+            self.train(was_training)
+        rows.append(("total", "", f"{self.num_params():,}"))
+        widths = [max(len(r[k]) for r in rows) for k in range(3)]
+        lines = [f"{a:<{widths[0]}}  {b:<{widths[1]}}  {c:>{widths[2]}}" for a, b, c in rows]
+        lines.insert(1, "-" * len(lines[0]))
+        lines.insert(len(lines) - 1, "-" * len(lines[0]))
+        return "\n".join(lines)
+
+    # -- saving and loading ---------------------------------------------------------------
+    def spec(self) -> list[dict]:
+        """The layers as JSON-friendly dicts: ``{"type": "Conv2D", "config": {...}}``."""
+        return [{"type": type(layer).__name__, "config": layer.config()} for layer in self.layers]
+
+    def state(self) -> dict[str, np.ndarray]:
+        """Every array that defines the trained model: params and buffers, by ``"i.name"``."""
+        out = {}
+        for i, layer in enumerate(self.layers):
+            for name, arr in {**layer.params, **getattr(layer, "buffers", {})}.items():
+                out[f"{i}.{name}"] = arr
+        return out
+
+    def save(self, path, **metadata) -> None:
+        """Write the model to ``path`` (``.npz``), atomically. ``metadata`` (JSON-friendly,
+        e.g. ``test_accuracy=0.993``) is stored alongside and returned by :func:`read_metadata`."""
+        path = os.fspath(path)
+        header = json.dumps({"format": FORMAT, "layers": self.spec(), "metadata": metadata})
+        folder = os.path.dirname(os.path.abspath(path))
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=folder)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                np.savez(f, __model__=np.array(header), **self.state())
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+            raise
+
+    def load_state(self, path) -> "Sequential":
+        """Load the arrays of a saved model into this one, refusing a file whose layers or
+        shapes do not match. Nothing is changed unless everything matches."""
+        header, arrays = _read(path)
+        if [layer["type"] for layer in header["layers"]] != [type(l).__name__ for l in self.layers]:
+            raise ModelFileError(
+                f"{path}: the file holds layers {[l['type'] for l in header['layers']]}, "
+                f"this model has {[type(l).__name__ for l in self.layers]}")
+        mine = self.state()
+        if set(arrays) != set(mine):
+            raise ModelFileError(f"{path}: the file holds arrays {sorted(arrays)}, "
+                                 f"this model has {sorted(mine)}")
+        for key, target in mine.items():
+            if arrays[key].shape != target.shape:
+                raise ModelFileError(f"{path}: array {key!r} has shape {arrays[key].shape} in the "
+                                     f"file, {target.shape} in the model")
+        for key, target in mine.items():
+            target[...] = arrays[key]          # in place: optimizers keep pointing at them
+        return self
+
+    @classmethod
+    def load(cls, path) -> "Sequential":
+        """Rebuild a saved model (its layers from the file's description, then its arrays)."""
+        header, _ = _read(path)
+        types = layer_types()
+        layers = []
+        for i, entry in enumerate(header["layers"]):
+            if entry.get("type") not in types:
+                raise ModelFileError(f"{path}: layer {i} has unknown type {entry.get('type')!r}")
+            try:
+                layers.append(types[entry["type"]](**entry.get("config", {})))
+            except (TypeError, ValueError) as err:
+                raise ModelFileError(f"{path}: cannot rebuild layer {i} ({entry['type']}): {err}") from None
+        model = cls(layers)
+        model.load_state(path)
+        return model
+
+
+def read_metadata(path) -> dict:
+    """The ``metadata`` a model was saved with."""
+    header, _ = _read(path)
+    return header.get("metadata", {})
+
+
+def _read(path):
+    """``(header, arrays)`` from a model file, or a :class:`ModelFileError` naming the file."""
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise ModelFileError(f"{path}: no such model file")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {k: data[k] for k in data.files}
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as err:
+        raise ModelFileError(f"{path}: not a readable .npz model file ({err})") from None
+    try:
+        header = json.loads(str(arrays.pop("__model__")))
+        if header.get("format") != FORMAT:
+            raise ValueError(f"format {header.get('format')!r}")
+    except (KeyError, ValueError, AttributeError) as err:
+        raise ModelFileError(f"{path}: not a cnn_lessons model file ({err})") from None
+    return header, arrays

@@ -1,0 +1,121 @@
+"""Optimizers: update every layer's ``params`` in place from its ``grads``.
+
+With ``g = grad + weight_decay * p`` (L2 weight decay folded into the gradient, as PyTorch does):
+
+SGD, momentum ``mu``, learning rate ``lr``::
+
+    v = mu * v + g                 (v starts at 0, so the first v is g)
+    p -= lr * (g + mu * v)  if nesterov  else  lr * v
+
+Adam, ``betas = (b1, b2)``, step ``t = 1, 2, ...``::
+
+    m = b1 m + (1 - b1) g ;  v = b2 v + (1 - b2) g**2
+    p -= lr * (m / (1 - b1**t)) / (sqrt(v / (1 - b2**t)) + eps)
+
+Both take the layers to update: a list of layers, a single layer, or a model with ``.layers``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def _parameters(layers):
+    """``[(layer, name), ...]`` for every learnable array of ``layers``."""
+    if hasattr(layers, "layers"):
+        layers = layers.layers
+    elif hasattr(layers, "params"):
+        layers = [layers]
+    return [(layer, name) for layer in layers for name in layer.params]
+
+
+class Optimizer:
+    def __init__(self, layers, lr: float, weight_decay: float = 0.0):
+        if lr <= 0:
+            raise ValueError(f"{type(self).__name__}: lr must be positive, got {lr}")
+        self.slots = _parameters(layers)
+        self.lr, self.weight_decay = float(lr), float(weight_decay)
+        self.t = 0
+        self.state: dict[int, dict[str, np.ndarray]] = {}
+
+    def _gradient(self, layer, name, p) -> np.ndarray:
+        if name not in layer.grads:
+            raise RuntimeError(f"{type(self).__name__}: {layer!r} has no gradient for {name!r}; "
+                               "call backward() before step()")
+        g = layer.grads[name]
+        if g.shape != p.shape:
+            raise ValueError(f"{type(self).__name__}: {layer!r} grads[{name!r}] has shape "
+                             f"{g.shape}, params[{name!r}] has {p.shape}")
+        if self.weight_decay:
+            g = g + p.dtype.type(self.weight_decay) * p
+        return g
+
+    def step(self):
+        """Apply one update to every parameter."""
+        self.t += 1
+        for i, (layer, name) in enumerate(self.slots):
+            p = layer.params[name]
+            self._update(p, self._gradient(layer, name, p), self.state.setdefault(i, {}))
+
+    def _update(self, p, g, state):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+class SGD(Optimizer):
+    """Stochastic gradient descent with optional (Nesterov) momentum and L2 weight decay."""
+
+    def __init__(self, layers, lr: float = 0.01, momentum: float = 0.0, nesterov: bool = False,
+                 weight_decay: float = 0.0):
+        super().__init__(layers, lr, weight_decay)
+        if nesterov and momentum <= 0:
+            raise ValueError("SGD: Nesterov momentum requires momentum > 0")
+        self.momentum, self.nesterov = float(momentum), bool(nesterov)
+
+    def _update(self, p, g, state):
+        lr = p.dtype.type(self.lr)  # a float64 scalar in a float32 update is much slower
+        if self.momentum:
+            mu = p.dtype.type(self.momentum)
+            v = state.get("v")
+            if v is None:
+                v = state["v"] = np.zeros_like(p)
+            v *= mu
+            v += g
+            g = g + mu * v if self.nesterov else v
+        p -= lr * g
+
+
+class Adam(Optimizer):
+    """Adam with bias correction and (coupled, PyTorch-style) L2 weight decay."""
+
+    def __init__(self, layers, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0.0):
+        super().__init__(layers, lr, weight_decay)
+        b1, b2 = betas
+        if not (0 <= b1 < 1 and 0 <= b2 < 1):
+            raise ValueError(f"Adam: betas must lie in [0, 1), got {betas}")
+        self.betas, self.eps = (float(b1), float(b2)), float(eps)
+
+    def _update(self, p, g, state):
+        if "m" not in state:
+            state["m"], state["v"] = np.zeros_like(p), np.zeros_like(p)
+            state["tmp"] = np.empty_like(p)
+        m, v, tmp = state["m"], state["v"], state["tmp"]
+        f = p.dtype.type
+        b1, b2 = self.betas
+        m *= f(b1)
+        m += f(1 - b1) * g
+        v *= f(b2)
+        np.multiply(g, g, out=tmp)
+        tmp *= f(1 - b2)
+        v += tmp
+        # Units that never fire make m decay towards subnormal floats, which are many times
+        # slower to compute with; zero them instead (they are below float32's normal range).
+        m[np.abs(m) < f(1e-30)] = 0
+        step = self.lr / (1 - b1 ** self.t)
+        denom_scale = 1.0 / np.sqrt(1 - b2 ** self.t)
+        np.sqrt(v, out=tmp)
+        tmp *= f(denom_scale)
+        tmp += f(self.eps)
+        np.divide(m, tmp, out=tmp)
+        tmp *= f(step)
+        p -= tmp
