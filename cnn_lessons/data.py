@@ -1,0 +1,348 @@
+"""MNIST: the handwritten digits, read from the original IDX files, and mini-batches of them.
+
+Two datasets are available through :func:`load_mnist`:
+
+- the **full** MNIST database -- 60,000 training and 10,000 test digits -- read from the four
+  files in which it was published (``train-images-idx3-ubyte`` and friends, gzip-compressed or
+  not), each checked against its published SHA-256;
+- a **sample** that ships inside this package (``load_mnist(sample=True)``): 5,000 training
+  digits (500 of each class) and 1,000 test digits (100 of each class) drawn from the full set
+  by ``scripts/make_sample.py``. Nothing falls back from one to the other on its own.
+
+Where the full files are looked for, in this order:
+
+1. the ``data_dir`` argument of :func:`load_mnist`;
+2. the folder named by the environment variable ``CNN_LESSONS_DATA``;
+3. a per-user cache folder (:func:`cache_dir`, e.g. ``~/.cache/cnn_lessons/mnist``); files
+   missing there are downloaded from the public mirrors (:func:`download_mnist`).
+
+A folder given by 1. or 2. must hold the four files: nothing is downloaded for it.
+
+The IDX format (one file per array) is simple enough to read by hand, see :func:`read_idx`::
+
+    bytes 0-1   0x00 0x00
+    byte  2     the type of the values: 0x08 = unsigned byte (MNIST), 0x09 = signed byte,
+                0x0B = int16, 0x0C = int32, 0x0D = float32, 0x0E = float64
+    byte  3     the number of dimensions d (images: 3, labels: 1)
+    then        d sizes, each a 4-byte big-endian unsigned integer (images: N, 28, 28)
+    then        the values, big-endian, row-major (C order)
+
+So the MNIST image files start with the "magic number" ``0x00000803`` and the label files with
+``0x00000801``.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import sys
+import tempfile
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+ENV_VAR = "CNN_LESSONS_DATA"
+
+#: The four MNIST files (uncompressed names) and the SHA-256 of their uncompressed contents,
+#: as published with the database. A gzip file's bytes depend on how it was compressed, so the
+#: contents are what is checked: a re-compressed copy is accepted.
+SHA256 = {
+    "train-images-idx3-ubyte": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+    "train-labels-idx1-ubyte": "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+    "t10k-images-idx3-ubyte": "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+    "t10k-labels-idx1-ubyte": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+}
+FILE_NAMES = tuple(SHA256)
+
+#: Public mirrors serving ``<name>.gz`` for the four names, tried in this order.
+#: (The original site, yann.lecun.com/exdb/mnist/, no longer serves the files.)
+MIRRORS = (
+    "https://ossci-datasets.s3.amazonaws.com/mnist/",
+    "https://storage.googleapis.com/cvdf-datasets/mnist/",
+)
+
+#: The sample shipped with the package, made by ``scripts/make_sample.py``.
+SAMPLE_PATH = Path(__file__).parent / "sample" / "mnist_sample.npz"
+
+IDX_TYPES = {0x08: np.dtype("u1"), 0x09: np.dtype("i1"), 0x0B: np.dtype(">i2"),
+             0x0C: np.dtype(">i4"), 0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
+GZIP_MAGIC = b"\x1f\x8b"
+
+
+class DataError(ValueError):
+    """A data file or folder that is missing, truncated, malformed or fails its checksum."""
+
+
+@dataclass(repr=False)
+class MNIST:
+    """The digits, ready for a network.
+
+    ``x_train`` ``(N, 1, 28, 28)`` pixel intensities in [0, 1] (``0`` = background),
+    ``y_train`` ``(N,)`` int64 class labels 0..9, and the same for ``x_test``, ``y_test``.
+    ``kind`` is ``"full"`` or ``"sample"``; ``source`` the folder or file they were read from.
+    """
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    kind: str
+    source: str
+
+    def __repr__(self):
+        return (f"MNIST(kind={self.kind!r}, x_train={self.x_train.shape} {self.x_train.dtype}, "
+                f"x_test={self.x_test.shape}, source={self.source!r})")
+
+
+# -- reading IDX files --------------------------------------------------------------------
+
+def read_bytes(path) -> bytes:
+    """The contents of ``path``, decompressed if it is gzip (recognised by its first two
+    bytes, whatever its name)."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            compressed = f.read(2) == GZIP_MAGIC
+        if not compressed:
+            return path.read_bytes()
+        with gzip.open(path, "rb") as f:
+            return f.read()
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such file") from None
+    except (EOFError, gzip.BadGzipFile, zlib.error) as e:
+        raise DataError(f"{path}: broken gzip file (truncated or corrupted download?): {e}") \
+            from None
+
+
+def parse_idx(data: bytes, *, name="<bytes>", ndim: int | None = None) -> np.ndarray:
+    """Decode the IDX bytes ``data`` (see the module docstring) into an array, in native byte
+    order. ``ndim`` (optional) is the number of dimensions expected: 3 means the magic number
+    must be ``0x00000803``. ``name`` appears in error messages."""
+    if len(data) < 4:
+        raise DataError(f"{name}: not an IDX file: {len(data)} bytes, shorter than the 4-byte "
+                        "magic number")
+    magic = int.from_bytes(data[:4], "big")
+    zero, type_code, dims = data[0:2], data[2], data[3]
+    if zero != b"\0\0" or type_code not in IDX_TYPES:
+        raise DataError(f"{name}: not an IDX file: magic number 0x{magic:08X}, expected "
+                        "0x0000TTDD (TT a type code such as 08, DD the number of dimensions)")
+    if ndim is not None and dims != ndim:
+        raise DataError(f"{name}: wrong magic number 0x{magic:08X}: expected "
+                        f"0x{0x0800 + ndim:08X} ({ndim}-dimensional), the file has {dims} "
+                        "dimensions")
+    header = 4 + 4 * dims
+    if len(data) < header:
+        raise DataError(f"{name}: truncated IDX header: {dims} dimensions need {header} bytes, "
+                        f"the file has {len(data)}")
+    shape = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(dims))
+    dtype = IDX_TYPES[type_code]
+    expected = header + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if len(data) != expected:
+        what = "truncated" if len(data) < expected else "too long"
+        raise DataError(f"{name}: {what}: the header promises shape {shape} of {dtype.name}, "
+                        f"{expected} bytes in all, the file has {len(data)} bytes")
+    array = np.frombuffer(data, dtype=dtype, offset=header).reshape(shape)
+    return array.astype(dtype.newbyteorder("="))
+
+
+def read_idx(path, *, ndim: int | None = None) -> np.ndarray:
+    """Read one IDX file (gzip-compressed or not) into an array.
+
+    ``read_idx("train-images-idx3-ubyte.gz")`` is ``(60000, 28, 28)`` uint8 and
+    ``read_idx("train-labels-idx1-ubyte.gz")`` ``(60000,)`` uint8. With ``ndim`` given, a file
+    with another number of dimensions (another magic number) is refused.
+    """
+    return parse_idx(read_bytes(path), name=str(path), ndim=ndim)
+
+
+# -- where the files are --------------------------------------------------------------------
+
+def cache_dir() -> Path:
+    """The per-user folder where downloaded MNIST files are kept (``~/.cache/cnn_lessons/mnist``
+    on Linux, following ``XDG_CACHE_HOME``)."""
+    import pooch
+    return Path(pooch.os_cache("cnn_lessons")) / "mnist"
+
+
+def find_file(folder, name) -> Path | None:
+    """``folder/name.gz`` or else ``folder/name`` if either exists, otherwise ``None``."""
+    for candidate in (Path(folder) / f"{name}.gz", Path(folder) / name):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def mnist_files(folder, *, origin="data folder") -> dict[str, Path]:
+    """The four MNIST files in ``folder``, by name; a clear :class:`DataError` if the folder
+    or any file is missing. ``origin`` says where the folder came from, for the message."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        what = "is not a folder" if folder.exists() else "does not exist"
+        raise DataError(f"MNIST {origin} {folder} {what}")
+    found = {name: find_file(folder, name) for name in FILE_NAMES}
+    missing = [name for name, path in found.items() if path is None]
+    if missing:
+        raise DataError(
+            f"MNIST {origin} {folder} is missing {', '.join(missing)}. It must hold the four "
+            f"files {', '.join(FILE_NAMES)} (each may be gzip-compressed, ending in .gz). "
+            "Use load_mnist(sample=True) for the small sample shipped with the package.")
+    return found
+
+
+def find_mnist(data_dir=None) -> Path:
+    """The folder holding the full MNIST files: ``data_dir``, else ``$CNN_LESSONS_DATA``, else
+    :func:`cache_dir` (downloading what is missing there). An empty ``CNN_LESSONS_DATA`` counts
+    as unset."""
+    if data_dir is not None:
+        mnist_files(data_dir, origin="data folder (data_dir argument)")
+        return Path(data_dir)
+    env = os.environ.get(ENV_VAR, "")
+    if env:
+        mnist_files(env, origin=f"data folder (${ENV_VAR})")
+        return Path(env)
+    folder = cache_dir()
+    if all(find_file(folder, name) for name in FILE_NAMES):
+        return folder
+    return download_mnist(folder)
+
+
+# -- downloading ------------------------------------------------------------------------
+
+def check_sha256(data: bytes, name: str, where) -> None:
+    """Refuse the contents ``data`` of MNIST file ``name`` (read from ``where``) unless their
+    SHA-256 is the published one."""
+    got = hashlib.sha256(data).hexdigest()
+    if got != SHA256[name]:
+        raise DataError(f"{where}: checksum mismatch for {name}: expected SHA-256 "
+                        f"{SHA256[name]}, got {got}. The file is corrupted or not the MNIST "
+                        "file; delete it (a cached copy is downloaded again).")
+
+
+def download_mnist(folder=None, *, mirrors=MIRRORS, progressbar=True) -> Path:
+    """Download the MNIST files missing from ``folder`` (default :func:`cache_dir`) and return
+    the folder.
+
+    Each file is tried on each mirror in turn. A download goes into a temporary file in
+    ``folder``, its decompressed contents are checked against :data:`SHA256`, and only then is
+    it renamed into place: an interrupted or corrupted download never stays in the folder.
+    """
+    import pooch  # imported here: only downloading needs it
+    folder = Path(cache_dir() if folder is None else folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    downloader = pooch.HTTPDownloader(progressbar=progressbar, timeout=60)
+    for name in FILE_NAMES:
+        if find_file(folder, name) is not None:
+            continue
+        failures = []
+        for mirror in mirrors:
+            url = f"{mirror}{name}.gz"
+            fd, tmp = tempfile.mkstemp(prefix=f".tmp-{name}-", suffix=".part", dir=folder)
+            os.close(fd)
+            try:
+                print(f"Downloading {url}", file=sys.stderr)
+                downloader(url, tmp, None)
+                check_sha256(read_bytes(tmp), name, where=url)
+                with open(tmp, "rb") as f:  # a server may have decompressed it on the way
+                    final = folder / (f"{name}.gz" if f.read(2) == GZIP_MAGIC else name)
+                os.replace(tmp, final)
+                break
+            except Exception as e:  # a dead mirror, a broken connection, a corrupted copy
+                failures.append(f"  {url}: {e}")
+            finally:
+                if os.path.exists(tmp):
+                    os.remove(tmp)
+        else:
+            raise DataError(
+                f"could not download {name} into {folder}; every mirror failed:\n"
+                + "\n".join(failures)
+                + f"\nIf you have the files, pass load_mnist(data_dir=...) or set ${ENV_VAR}; "
+                "load_mnist(sample=True) works offline.")
+    return folder
+
+
+# -- loading ------------------------------------------------------------------------------
+
+def read_mnist(folder) -> dict[str, np.ndarray]:
+    """The full MNIST arrays from ``folder``, as stored: ``x_train`` ``(60000, 28, 28)`` uint8,
+    ``y_train`` ``(60000,)`` uint8, ``x_test`` ``(10000, 28, 28)``, ``y_test`` ``(10000,)``.
+    Every file is checked against its published SHA-256 first."""
+    files = mnist_files(folder)
+    arrays = {}
+    for key, name in zip(("x_train", "y_train", "x_test", "y_test"), FILE_NAMES):
+        data = read_bytes(files[name])
+        check_sha256(data, name, where=files[name])
+        arrays[key] = parse_idx(data, name=str(files[name]), ndim=3 if key[0] == "x" else 1)
+    for part in ("train", "test"):
+        x, y = arrays[f"x_{part}"], arrays[f"y_{part}"]
+        if len(x) != len(y):
+            raise DataError(f"MNIST folder {folder}: {len(x)} {part} images but {len(y)} labels")
+    return arrays
+
+
+def check_sample(arrays, path) -> None:
+    """Refuse a sample file without the expected arrays, shapes and types."""
+    for part in ("train", "test"):
+        x, y = arrays.get(f"x_{part}"), arrays.get(f"y_{part}")
+        if x is None or y is None:
+            raise DataError(f"{path}: not an MNIST sample: no x_{part}/y_{part} arrays")
+        if x.dtype != np.uint8 or x.ndim != 3 or x.shape[1:] != (28, 28) or y.shape != x.shape[:1]:
+            raise DataError(f"{path}: not an MNIST sample: x_{part} {x.shape} {x.dtype} and "
+                            f"y_{part} {y.shape}, expected (N, 28, 28) uint8 and (N,)")
+
+
+def load_mnist(data_dir=None, *, sample=False, dtype=np.float32) -> MNIST:
+    """Load MNIST, ready for a network: images ``(N, 1, 28, 28)`` scaled to [0, 1] in ``dtype``
+    and int64 labels ``(N,)``.
+
+    ``sample=False`` (default): the full dataset (60,000 + 10,000 digits), found as described
+    in the module docstring. ``sample=True``: the sample shipped with the package (5,000 +
+    1,000 digits, 10% of each class); it needs no files and no network.
+    """
+    dtype = np.dtype(dtype)
+    if not np.issubdtype(dtype, np.floating):
+        raise ValueError(f"load_mnist: dtype must be a floating type, got {dtype}")
+    if sample:
+        if data_dir is not None:
+            raise ValueError("load_mnist: data_dir is for the full dataset; sample=True always "
+                             f"reads the sample shipped with the package ({SAMPLE_PATH})")
+        with np.load(SAMPLE_PATH, allow_pickle=False) as f:
+            arrays = {key: f[key] for key in f.files}
+        check_sample(arrays, SAMPLE_PATH)
+        kind, source = "sample", SAMPLE_PATH
+    else:
+        source = find_mnist(data_dir)
+        arrays = read_mnist(source)
+        kind = "full"
+
+    def images(x):  # (N, 28, 28) uint8 -> (N, 1, 28, 28) in [0, 1]
+        return (x.astype(dtype) / dtype.type(255))[:, None, :, :]
+
+    return MNIST(x_train=images(arrays["x_train"]), y_train=arrays["y_train"].astype(np.int64),
+                 x_test=images(arrays["x_test"]), y_test=arrays["y_test"].astype(np.int64),
+                 kind=kind, source=str(source))
+
+
+# -- mini-batches -------------------------------------------------------------------------
+
+def batches(x, y, batch_size: int, *, shuffle: bool = True, rng=None):
+    """Yield mini-batches ``(xb, yb)``: ``xb = x[idx]``, ``yb = y[idx]`` for consecutive groups
+    ``idx`` of ``batch_size`` indices, covering every example exactly once (one epoch).
+
+    With ``shuffle=True`` the indices are a random permutation drawn from ``rng`` (a
+    ``numpy.random.Generator`` or a seed; the same seed gives the same batches, ``None`` a fresh
+    random order); with ``shuffle=False`` they are in order. The last batch is smaller when
+    ``batch_size`` does not divide ``len(x)``: it holds the ``len(x) % batch_size`` rest.
+    Bad arguments are refused at the call, before the first batch.
+    """
+    n = len(x)
+    if len(y) != n:
+        raise ValueError(f"batches: x has {n} examples but y has {len(y)}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) \
+            or batch_size < 1:
+        raise ValueError(f"batches: batch_size must be a positive integer, got {batch_size!r}")
+    order = np.random.default_rng(rng).permutation(n) if shuffle else np.arange(n)
+    return ((x[order[i:i + batch_size]], y[order[i:i + batch_size]])
+            for i in range(0, n, batch_size))
