@@ -1,0 +1,359 @@
+"""Conv2D and pooling: the vectorized layers against the loop versions, the convolution against
+a direct sum written here, max-pool ties, gradients against central differences, dtypes and
+the errors on bad input."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from cnn_lessons import AvgPool2D, Conv2D, Conv2DNaive, MaxPool2D, MaxPool2DNaive
+from cnn_lessons.conv import conv2d_backward_naive, conv2d_forward_naive, output_size
+from cnn_lessons.pooling import (avgpool_backward_naive, avgpool_forward_naive,
+                                 maxpool_backward_naive, maxpool_forward_naive)
+
+F64 = np.float64
+TIGHT = dict(rtol=1e-11, atol=1e-12)
+
+
+# -- strategies ---------------------------------------------------------------------------------
+
+@st.composite
+def conv_cases(draw):
+    """A convolution whose kernel fits the padded input, with every size independent."""
+    kh, kw = draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    sh, sw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    ph, pw = draw(st.integers(0, 2)), draw(st.integers(0, 2))
+    h = draw(st.integers(max(1, kh - 2 * ph), max(1, kh - 2 * ph) + 5))
+    w = draw(st.integers(max(1, kw - 2 * pw), max(1, kw - 2 * pw) + 5))
+    return dict(n=draw(st.integers(1, 2)), c=draw(st.integers(1, 3)), f=draw(st.integers(1, 3)),
+                h=h, w=w, kernel=(kh, kw), stride=(sh, sw), padding=(ph, pw),
+                seed=draw(st.integers(0, 2**31)))
+
+
+@st.composite
+def pool_cases(draw):
+    """Pooling windows with strides smaller than, equal to or larger than the window."""
+    kh, kw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    sh, sw = draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    h, w = draw(st.integers(kh, kh + 5)), draw(st.integers(kw, kw + 5))
+    return dict(n=draw(st.integers(1, 2)), c=draw(st.integers(1, 3)), h=h, w=w,
+                kernel=(kh, kw), stride=(sh, sw), seed=draw(st.integers(0, 2**31)),
+                ties=draw(st.booleans()))
+
+
+def make_conv(case, cls=Conv2D):
+    rng = np.random.default_rng(case["seed"])
+    layer = cls(case["c"], case["f"], case["kernel"], case["stride"], case["padding"],
+                rng=rng, dtype=F64)
+    layer.params["b"][...] = rng.standard_normal(case["f"])       # a non-zero bias
+    x = rng.standard_normal((case["n"], case["c"], case["h"], case["w"]))
+    return layer, x, rng
+
+
+def pool_input(case):
+    rng = np.random.default_rng(case["seed"])
+    shape = (case["n"], case["c"], case["h"], case["w"])
+    if case["ties"]:   # many exact zeros and repeated values, as on MNIST
+        return rng.integers(0, 3, shape).astype(F64) * (rng.random(shape) < 0.5)
+    return rng.standard_normal(shape)
+
+
+# -- Conv2D vs the loops and vs a direct sum ----------------------------------------------------
+
+def conv_direct_sum(x, W, b, stride, padding):
+    """out[n, f, i, j] = b[f] + sum_{c,u,v} W[f, c, u, v] xp[n, c, i sh + u, j sw + v],
+    with the windows gathered by fancy indexing and summed by einsum."""
+    (sh, sw), (ph, pw) = stride, padding
+    kh, kw = W.shape[2:]
+    xp = np.zeros((x.shape[0], x.shape[1], x.shape[2] + 2 * ph, x.shape[3] + 2 * pw))
+    xp[:, :, ph:ph + x.shape[2], pw:pw + x.shape[3]] = x
+    ho = (xp.shape[2] - kh) // sh + 1
+    wo = (xp.shape[3] - kw) // sw + 1
+    rows = np.arange(ho)[:, None] * sh + np.arange(kh)[None, :]       # (Ho, kh)
+    cols = np.arange(wo)[:, None] * sw + np.arange(kw)[None, :]       # (Wo, kw)
+    patches = xp[:, :, rows[:, :, None, None], cols[None, None, :, :]]  # (N, C, Ho, kh, Wo, kw)
+    return np.einsum("ncaubv,fcuv->nfab", patches, W) + b[None, :, None, None]
+
+
+@settings(max_examples=100, deadline=None)
+@given(case=conv_cases())
+def test_conv_forward_and_backward_match_the_loops(case):
+    layer, x, rng = make_conv(case)
+    W, b = layer.params["W"], layer.params["b"]
+    out = layer.forward(x)
+    ho = output_size(case["h"], case["kernel"][0], case["stride"][0], case["padding"][0])
+    wo = output_size(case["w"], case["kernel"][1], case["stride"][1], case["padding"][1])
+    assert out.shape == (case["n"], case["f"], ho, wo)
+    np.testing.assert_allclose(out, conv2d_forward_naive(x, W, b, case["stride"], case["padding"]),
+                               **TIGHT)
+    np.testing.assert_allclose(out, conv_direct_sum(x, W, b, case["stride"], case["padding"]),
+                               **TIGHT)
+    dout = rng.standard_normal(out.shape)
+    dx = layer.backward(dout)
+    dx_ref, dW_ref, db_ref = conv2d_backward_naive(dout, x, W, case["stride"], case["padding"])
+    assert dx.shape == x.shape
+    np.testing.assert_allclose(dx, dx_ref, **TIGHT)
+    np.testing.assert_allclose(layer.grads["W"], dW_ref, **TIGHT)
+    np.testing.assert_allclose(layer.grads["b"], db_ref, **TIGHT)
+
+
+@settings(max_examples=30, deadline=None)
+@given(case=conv_cases())
+def test_conv_layer_and_naive_layer_agree(case):
+    fast, x, rng = make_conv(case)
+    slow, _, _ = make_conv(case, Conv2DNaive)
+    np.testing.assert_array_equal(fast.params["W"], slow.params["W"])
+    np.testing.assert_allclose(fast.forward(x), slow.forward(x), **TIGHT)
+    dout = rng.standard_normal(fast.forward(x).shape)
+    np.testing.assert_allclose(fast.backward(dout), slow.backward(dout), **TIGHT)
+    for name in ("W", "b"):
+        np.testing.assert_allclose(fast.grads[name], slow.grads[name], **TIGHT)
+
+
+def test_conv_hand_example():
+    """A 1-channel 3x3 input, a 2x2 kernel of ones, padding 1, stride 2: corner sums."""
+    x = np.arange(1.0, 10.0).reshape(1, 1, 3, 3)
+    layer = Conv2D(1, 1, 2, stride=2, padding=1, dtype=F64)
+    layer.params["W"][...] = 1.0
+    layer.params["b"][...] = 0.5
+    # padded input rows: [0 0 0 0 0], [0 1 2 3 0], [0 4 5 6 0], [0 7 8 9 0], [0 0 0 0 0]
+    expected = np.array([[1, 2 + 3], [4 + 7, 5 + 6 + 8 + 9]]) + 0.5
+    np.testing.assert_array_equal(layer.forward(x)[0, 0], expected)
+
+
+def test_conv_gradients_match_finite_differences(grad_errors):
+    rng = np.random.default_rng(0)
+    layer = Conv2D(2, 3, (3, 2), stride=(2, 1), padding=(1, 0), rng=rng, dtype=F64)
+    layer.params["b"][...] = rng.standard_normal(3)
+    errors = grad_errors(layer, rng.standard_normal((2, 2, 5, 4)))
+    assert set(errors) == {"x", "W", "b"}
+    assert max(errors.values()) < 1e-7, errors
+
+
+def test_conv_forward_twice_then_backward_uses_the_last_input():
+    """The layer reuses scratch buffers between calls: backward must see the latest forward."""
+    rng = np.random.default_rng(1)
+    layer = Conv2D(2, 2, 3, padding=1, rng=rng, dtype=F64)
+    x1, x2 = rng.standard_normal((2, 2, 4, 4)), rng.standard_normal((2, 2, 4, 4))
+    out1 = layer.forward(x1).copy()
+    out1_view = layer.forward(x1)
+    layer.forward(x2)
+    np.testing.assert_array_equal(out1_view, out1)        # an earlier output is not overwritten
+    dout = rng.standard_normal(out1.shape)
+    layer.backward(dout)
+    _, dW_ref, _ = conv2d_backward_naive(dout, x2, layer.params["W"], (1, 1), (1, 1))
+    np.testing.assert_allclose(layer.grads["W"], dW_ref, **TIGHT)
+
+
+# -- pooling vs the loops -----------------------------------------------------------------------
+
+@settings(max_examples=80, deadline=None)
+@given(case=pool_cases())
+def test_maxpool_matches_the_loops(case):
+    x = pool_input(case)
+    k, s = case["kernel"], case["stride"]
+    layer = MaxPool2D(k, s)
+    out = layer.forward(x)
+    out_ref, argmax = maxpool_forward_naive(x, k, s)
+    np.testing.assert_array_equal(out, out_ref)
+    dout = np.random.default_rng(case["seed"] + 1).standard_normal(out.shape)
+    dx = layer.backward(dout)
+    np.testing.assert_allclose(dx, maxpool_backward_naive(dout, x.shape, argmax, k, s), **TIGHT)
+    # every window hands its whole gradient to exactly one input: nothing doubled, nothing lost
+    np.testing.assert_allclose(dx.sum(), dout.sum(), rtol=1e-10, atol=1e-10)
+    naive = MaxPool2DNaive(k, s)
+    np.testing.assert_array_equal(naive.forward(x), out)
+    np.testing.assert_allclose(naive.backward(dout), dx, **TIGHT)
+
+
+def first_max_routing(x, dout, kernel, stride):
+    """Reference routing written with explicit scans: the first maximum in row-major order."""
+    (kh, kw), (sh, sw) = kernel, stride
+    dx = np.zeros_like(x)
+    for n, c, i, j in np.ndindex(dout.shape):
+        best = None
+        for u in range(kh):
+            for v in range(kw):
+                value = x[n, c, i * sh + u, j * sw + v]
+                if best is None or value > best[0]:
+                    best = (value, u, v)
+        dx[n, c, i * sh + best[1], j * sw + best[2]] += dout[n, c, i, j]
+    return dx
+
+
+@settings(max_examples=60, deadline=None)
+@given(case=pool_cases())
+def test_maxpool_ties_go_to_the_first_maximum(case):
+    case["ties"] = True
+    x = pool_input(case)
+    layer = MaxPool2D(case["kernel"], case["stride"])
+    out = layer.forward(x)
+    dout = np.random.default_rng(case["seed"] + 2).standard_normal(out.shape)
+    np.testing.assert_allclose(layer.backward(dout),
+                               first_max_routing(x, dout, case["kernel"], case["stride"]), **TIGHT)
+
+
+def test_maxpool_all_zero_input_hand_example():
+    x = np.zeros((1, 1, 4, 4))
+    layer = MaxPool2D(2)
+    layer.forward(x)
+    dx = layer.backward(np.array([[[[1.0, 2.0], [3.0, 4.0]]]]))
+    expected = np.zeros((4, 4))
+    expected[0, 0], expected[0, 2], expected[2, 0], expected[2, 2] = 1, 2, 3, 4
+    np.testing.assert_array_equal(dx[0, 0], expected)
+
+
+def test_maxpool_overlapping_windows_accumulate():
+    # 1x4 row [0, 5, 1, 0], window 1x2, stride 1: windows (0,5) (5,1) (1,0) -> winners 1, 1, 2
+    x = np.array([[[[0.0, 5.0, 1.0, 0.0]]]])
+    layer = MaxPool2D((1, 2), stride=1)
+    np.testing.assert_array_equal(layer.forward(x), [[[[5.0, 5.0, 1.0]]]])
+    dx = layer.backward(np.array([[[[1.0, 10.0, 100.0]]]]))
+    np.testing.assert_array_equal(dx, [[[[0.0, 11.0, 100.0, 0.0]]]])
+
+
+def test_maxpool_large_window_global_pooling():
+    """A window of more than 2**15 entries (global max pooling over a 182x182 map)."""
+    x = np.random.default_rng(3).standard_normal((1, 2, 182, 182))
+    layer = MaxPool2D(182)
+    out = layer.forward(x)
+    np.testing.assert_array_equal(out[:, :, 0, 0], x.max(axis=(2, 3)))
+    dx = layer.backward(np.ones((1, 2, 1, 1)))
+    for c in range(2):
+        i, j = np.unravel_index(np.argmax(x[0, c]), (182, 182))
+        assert dx[0, c, i, j] == 1 and dx[0, c].sum() == 1
+
+
+@settings(max_examples=80, deadline=None)
+@given(case=pool_cases())
+def test_avgpool_matches_the_loops_and_the_mean(case):
+    x = pool_input(case)
+    k, s = case["kernel"], case["stride"]
+    layer = AvgPool2D(k, s)
+    out = layer.forward(x)
+    np.testing.assert_allclose(out, avgpool_forward_naive(x, k, s), **TIGHT)
+    for n, c, i, j in np.ndindex(out.shape):
+        window = x[n, c, i * s[0]:i * s[0] + k[0], j * s[1]:j * s[1] + k[1]]
+        assert abs(out[n, c, i, j] - window.sum() / window.size) < 1e-12
+    dout = np.random.default_rng(case["seed"] + 1).standard_normal(out.shape)
+    dx = layer.backward(dout)
+    np.testing.assert_allclose(dx, avgpool_backward_naive(dout, x.shape, k, s), **TIGHT)
+    np.testing.assert_allclose(dx.sum(), dout.sum(), rtol=1e-10, atol=1e-10)
+
+
+def test_pool_stride_defaults_to_the_window():
+    assert MaxPool2D(3).stride == (3, 3)
+    assert AvgPool2D((2, 3)).stride == (2, 3)
+    assert MaxPool2D(2, stride=1).stride == (1, 1)
+
+
+# -- gradient checks ----------------------------------------------------------------------------
+
+def test_maxpool_gradient_matches_finite_differences(grad_errors):
+    # distinct values at least 0.01 apart: a step of 1e-6 never changes a window's winner
+    x = np.random.default_rng(4).permutation(2 * 2 * 5 * 5).reshape(2, 2, 5, 5) * 0.01
+    for layer in (MaxPool2D(2), MaxPool2D((3, 2), stride=(1, 2)), MaxPool2DNaive(2, 1)):
+        assert grad_errors(layer, x)["x"] < 1e-7
+
+
+def test_avgpool_gradient_matches_finite_differences(grad_errors):
+    x = np.random.default_rng(5).standard_normal((2, 2, 5, 5))
+    for layer in (AvgPool2D(2), AvgPool2D((3, 2), stride=(1, 2))):
+        assert grad_errors(layer, x)["x"] < 1e-7
+
+
+# -- dtypes -------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_conv_and_pools_keep_the_dtype(dtype):
+    x = np.random.default_rng(6).standard_normal((2, 3, 6, 6)).astype(dtype)
+    for layer in (Conv2D(3, 4, 3, padding=1, rng=0, dtype=dtype),
+                  Conv2DNaive(3, 4, 3, stride=2, rng=0, dtype=dtype),
+                  MaxPool2D(2), MaxPool2DNaive(2), AvgPool2D(2, 1)):
+        out = layer.forward(x)
+        assert out.dtype == dtype, layer
+        assert layer.backward(np.ones_like(out)).dtype == dtype, layer
+        for name, p in layer.params.items():
+            assert p.dtype == dtype and layer.grads[name].dtype == dtype, (layer, name)
+
+
+def test_float32_conv_is_close_to_float64():
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((2, 3, 7, 7))
+    layer = Conv2D(3, 4, 3, stride=2, padding=1, rng=rng, dtype=np.float32)
+    W = layer.params["W"].astype(F64)
+    expected = conv2d_forward_naive(x, W, np.zeros(4), (2, 2), (1, 1))
+    np.testing.assert_allclose(layer.forward(x.astype(np.float32)), expected, rtol=1e-5, atol=1e-5)
+
+
+# -- bad input ----------------------------------------------------------------------------------
+
+def assert_names(err, *parts):
+    msg = str(err.value)
+    for part in parts:
+        assert part in msg, f"{part!r} not in {msg!r}"
+
+
+@pytest.mark.parametrize("layer", [Conv2D(3, 2, 3), MaxPool2D(2), AvgPool2D(2)], ids=repr)
+def test_image_layers_refuse_wrong_ndim(layer):
+    x = np.ones((2, 3, 8), np.float32)
+    with pytest.raises(ValueError) as err:
+        layer.forward(x)
+    assert_names(err, type(layer).__name__, "H, W)", "(2, 3, 8)")
+
+
+def test_conv_refuses_wrong_channel_count():
+    with pytest.raises(ValueError) as err:
+        Conv2D(3, 2, 3).forward(np.ones((2, 1, 8, 8), np.float32))
+    assert_names(err, "Conv2D", "(N, 3, H, W)", "(2, 1, 8, 8)")
+
+
+def test_conv_refuses_a_kernel_larger_than_the_padded_input():
+    with pytest.raises(ValueError) as err:
+        Conv2D(1, 2, (5, 3), padding=1).forward(np.ones((1, 1, 2, 6), np.float32))
+    assert_names(err, "Conv2D", "5x3", "4x8", "(1, 1, 2, 6)")
+    # exactly fitting is fine: one output row
+    assert Conv2D(1, 2, (4, 3), padding=1).forward(np.ones((1, 1, 2, 6), np.float32)).shape == (1, 2, 1, 6)
+
+
+@pytest.mark.parametrize("cls", [MaxPool2D, AvgPool2D, MaxPool2DNaive])
+def test_pool_refuses_a_window_larger_than_the_input(cls):
+    with pytest.raises(ValueError) as err:
+        cls(3).forward(np.ones((1, 2, 2, 5), np.float32))
+    assert_names(err, cls.__name__, "3x3", "2x5", "(1, 2, 2, 5)")
+
+
+@pytest.mark.parametrize("layer", [Conv2D(2, 2, 3), MaxPool2D(2), AvgPool2D(2)], ids=repr)
+def test_image_layers_refuse_integer_input(layer):
+    with pytest.raises(ValueError) as err:
+        layer.forward(np.ones((1, 2, 4, 4), dtype=np.int32))
+    assert_names(err, type(layer).__name__, "floating", "int32")
+
+
+@pytest.mark.parametrize("layer", [Conv2D(2, 2, 3), Conv2DNaive(2, 2, 3), MaxPool2D(2),
+                                   MaxPool2DNaive(2), AvgPool2D(2)], ids=repr)
+def test_image_layers_backward_before_forward_and_wrong_dout(layer):
+    with pytest.raises(RuntimeError) as err:
+        layer.backward(np.ones((1, 2, 2, 2), np.float32))
+    assert_names(err, type(layer).__name__, "before forward")
+    out = layer.forward(np.ones((1, 2, 4, 4), np.float32))
+    with pytest.raises(ValueError) as err:
+        layer.backward(np.ones((1, 2, 3, 3), np.float32))
+    assert_names(err, type(layer).__name__, str(out.shape), "(1, 2, 3, 3)")
+
+
+@pytest.mark.parametrize("kwargs", [dict(kernel_size=0), dict(kernel_size=3, stride=0),
+                                    dict(kernel_size=3, padding=-1),
+                                    dict(kernel_size=(3, 3, 3))])
+def test_conv_refuses_bad_hyperparameters(kwargs):
+    with pytest.raises(ValueError, match="Conv2D"):
+        Conv2D(1, 1, **kwargs)
+
+
+@pytest.mark.parametrize("cls", [MaxPool2D, AvgPool2D])
+def test_pool_refuses_bad_hyperparameters(cls):
+    with pytest.raises(ValueError, match=cls.__name__):
+        cls(0)
+    with pytest.raises(ValueError, match=cls.__name__):
+        cls(2, stride=(1, 0))
