@@ -221,9 +221,9 @@ def check_sha256(data: bytes, name: str, where) -> None:
                         "file; delete it (a cached copy is downloaded again).")
 
 
-def download_mnist(folder=None, *, mirrors=MIRRORS, progressbar=True) -> Path:
+def download_mnist(folder=None, *, mirrors=None, progressbar=True) -> Path:
     """Download the MNIST files missing from ``folder`` (default :func:`cache_dir`) and return
-    the folder.
+    the folder. ``mirrors``: base URLs to try in turn (default :data:`MIRRORS`).
 
     Each file is tried on each mirror in turn. A download goes into a temporary file in
     ``folder``, its decompressed contents are checked against :data:`SHA256`, and only then is
@@ -231,6 +231,7 @@ def download_mnist(folder=None, *, mirrors=MIRRORS, progressbar=True) -> Path:
     """
     import pooch  # imported here: only downloading needs it
     folder = Path(cache_dir() if folder is None else folder)
+    mirrors = MIRRORS if mirrors is None else mirrors
     folder.mkdir(parents=True, exist_ok=True)
     downloader = pooch.HTTPDownloader(progressbar=progressbar, timeout=60)
     for name in FILE_NAMES:
