@@ -136,7 +136,7 @@ def eval_mode(model):
             model.train(was_training)
 
 
-@dataclass
+@dataclass(eq=False)          # holds arrays: compare fields, not evaluations
 class Evaluation:
     """The results of :func:`evaluate` on ``N`` samples of ``K`` classes.
 

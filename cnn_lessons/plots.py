@@ -59,9 +59,9 @@ def learning_curves(history: dict, smooth: int | None = None):
                    "test_loss": [...], "test_accuracy": [...]}}
 
     Accuracies are fractions in ``[0, 1]``.  Either part may be missing, and so may the test
-    entries (or be empty lists).  Per-batch values are drawn faintly, with their moving average
-    over ``smooth`` batches on top (default: about 1/50 of the run); per-epoch values are points
-    at the end of each epoch.  The horizontal axis counts epochs when the epochs are known
+    entries (or be empty lists); lists that are there must be as long as ``step`` / ``epoch``.
+    Per-batch values are drawn faintly, with their moving average over ``smooth`` batches on top
+    (default: about 1/50 of the run); per-epoch values are points at the end of each epoch.  The horizontal axis counts epochs when the epochs are known
     (batch ``step`` ``s`` of a run of ``S`` steps in ``E`` epochs sits at ``s * E / S``),
     batches otherwise.
     """
@@ -75,7 +75,7 @@ def learning_curves(history: dict, smooth: int | None = None):
 
     if len(epochs):
         xlabel = "epoch"
-        batch_x = steps * (epochs[-1] / steps[-1]) if len(steps) else steps
+        batch_x = steps * (epochs[-1] / steps[-1]) if len(steps) and steps[-1] > 0 else steps
     else:
         xlabel = "batch"
         batch_x = steps
@@ -84,16 +84,17 @@ def learning_curves(history: dict, smooth: int | None = None):
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(BOOK_WIDTH, 3.6), layout="constrained")
     for ax, key, title in ((ax_loss, "loss", "loss"), (ax_acc, "accuracy", "accuracy")):
         values = batch.get(key)
-        if values is not None and len(values) and len(values) == len(steps):
+        _check_length(values, steps, f"batch {key!r}", "batch 'step'")
+        if values is not None and len(values):
             ax.plot(batch_x, values, color="C0", alpha=0.25, linewidth=0.8)
             smoothed = moving_average(values, window)
             ax.plot(batch_x[len(batch_x) - len(smoothed):], smoothed, color="C0",
                     label=f"train, per batch (mean of {min(window, len(values))})")
         for split, color, marker in (("train", "C0", "o"), ("test", "C1", "s")):
             values = epoch.get(f"{split}_{key}")
+            _check_length(values, epochs, f"epoch '{split}_{key}'", "epoch 'epoch'")
             if values is not None and len(values):
-                n = min(len(values), len(epochs))
-                ax.plot(epochs[:n], values[:n], linestyle="--" if split == "test" else "none",
+                ax.plot(epochs, values, linestyle="--" if split == "test" else "none",
                         marker=marker, color=color, label=f"{split}, per epoch")
         ax.set_title(title)
         ax.set_xlabel(xlabel)
@@ -106,6 +107,13 @@ def learning_curves(history: dict, smooth: int | None = None):
     ax_loss.set_ylabel("loss (cross-entropy)")
     ax_acc.yaxis.set_major_formatter(PercentFormatter(xmax=1.0))
     return fig
+
+
+def _check_length(values, reference, name: str, reference_name: str) -> None:
+    """Refuse a history list (when present and not empty) that does not match its x values."""
+    if values is not None and len(values) and len(values) != len(reference):
+        raise ValueError(f"learning_curves: history {name} has {len(values)} values but "
+                         f"{reference_name} has {len(reference)}")
 
 
 # -- how the classifier errs -------------------------------------------------------------------

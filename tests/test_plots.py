@@ -117,6 +117,17 @@ def test_learning_curves_with_only_batches_or_only_epochs():
         plots.learning_curves({})
 
 
+def test_learning_curves_refuses_lists_of_the_wrong_length():
+    h = make_history()
+    h["batch"]["loss"] = h["batch"]["loss"][:-1]
+    with pytest.raises(ValueError, match="batch 'loss' has 119 values but batch 'step' has 120"):
+        plots.learning_curves(h)
+    h = make_history()
+    h["epoch"]["test_accuracy"] = h["epoch"]["test_accuracy"] + [0.5]
+    with pytest.raises(ValueError, match="'test_accuracy' has 4 values but epoch 'epoch' has 3"):
+        plots.learning_curves(h)
+
+
 # -- confusion matrix and recall ------------------------------------------------------------------
 
 def test_confusion_matrix_heatmap_shows_every_count():
