@@ -30,7 +30,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from .init import initialise
-from .layer import Layer, pair
+from .layer import Layer, compact, pair
 
 
 def output_size(size: int, kernel: int, stride: int, padding: int) -> int:
@@ -106,9 +106,13 @@ class Conv2D(Layer):
         self._buffers: dict[str, np.ndarray] = {}
 
     def config(self):
-        return {"in_channels": self.in_channels, "out_channels": self.out_channels,
-                "kernel_size": list(self.kernel_size), "stride": list(self.stride),
-                "padding": list(self.padding)}
+        cfg = {"in_channels": self.in_channels, "out_channels": self.out_channels,
+               "kernel_size": compact(self.kernel_size)}
+        if self.stride != (1, 1):
+            cfg["stride"] = compact(self.stride)
+        if self.padding != (0, 0):
+            cfg["padding"] = compact(self.padding)
+        return cfg
 
     def _output_hw(self, x):
         """Check ``x`` and return ``(Ho, Wo)``; refuse a kernel larger than the padded input."""
@@ -120,13 +124,12 @@ class Conv2D(Layer):
                              f"{h + 2 * ph}x{w + 2 * pw} (input shape {x.shape})")
         return x, output_size(h, kh, sh, ph), output_size(w, kw, sw, pw)
 
-    def _buffer(self, name, shape, dtype, zero=False):
-        """A scratch array reused from batch to batch (allocating fresh memory costs time)."""
+    def _buffer(self, name, shape, dtype):
+        """A scratch array kept from batch to batch: allocating fresh memory for every batch
+        costs time.  Created zero-filled, so the padding border of ``xp`` stays zero."""
         buf = self._buffers.get(name)
         if buf is None or buf.shape != shape or buf.dtype != dtype:
-            buf = self._buffers[name] = np.empty(shape, dtype=dtype)
-        if zero:
-            buf.fill(0)
+            buf = self._buffers[name] = np.zeros(shape, dtype=dtype)
         return buf
 
     def forward(self, x):
@@ -134,23 +137,23 @@ class Conv2D(Layer):
         x, ho, wo = self._output_hw(x)
         W, b = self.params["W"], self.params["b"]
         (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
-        n, c = x.shape[:2]
+        n, c, h, w = x.shape
         dtype = np.result_type(x, W)
-        if ph or pw:
-            xp = self._buffer("xp", (n, c, x.shape[2] + 2 * ph, x.shape[3] + 2 * pw), dtype, zero=True)
-            xp[:, :, ph:ph + x.shape[2], pw:pw + x.shape[3]] = x
-        else:
-            xp = x
-        # windows[n, c, i, j, u, v] = xp[n, c, i*sh + u, j*sw + v]  (a view: no copy yet)
-        windows = sliding_window_view(xp, (kh, kw), axis=(2, 3))[:, :, ::sh, ::sw][:, :, :ho, :wo]
-        # im2col: ONE copy into rows ordered (n, i, j), columns ordered (c, u, v)
-        cols = self._buffer("cols", (n, ho, wo, c, kh, kw), dtype)
-        np.copyto(cols, windows.transpose(0, 2, 3, 1, 4, 5))
-        cols2d = cols.reshape(n * ho * wo, c * kh * kw)
-        out = cols2d @ W.reshape(self.out_channels, -1).T            # (N*Ho*Wo, F)
+        # Work channels-last in memory, (N, H, W, C): a window's C values then sit side by side.
+        # The arrays the layer returns are still (N, C, H, W) -- views with channels-last
+        # strides -- so the layer protocol is unchanged.
+        xp = self._buffer("xp", (n, h + 2 * ph, w + 2 * pw, c), dtype)
+        xp[:, ph:ph + h, pw:pw + w, :] = x.transpose(0, 2, 3, 1)
+        # windows[n, i, j, c, u, v] = xp[n, i*sh + u, j*sw + v, c]  (a view: nothing copied yet)
+        windows = sliding_window_view(xp, (kh, kw), axis=(1, 2))[:, ::sh, ::sw][:, :ho, :wo]
+        # im2col: ONE copy, rows ordered (n, i, j), columns ordered (u, v, c)
+        cols = self._buffer("cols", (n, ho, wo, kh, kw, c), dtype)
+        np.copyto(cols, windows.transpose(0, 1, 2, 4, 5, 3))
+        cols2d = cols.reshape(n * ho * wo, kh * kw * c)
+        w2d = W.transpose(0, 2, 3, 1).reshape(self.out_channels, kh * kw * c)   # (F, kh*kw*C)
+        out = cols2d @ w2d.T                                                   # (N*Ho*Wo, F)
         out += b
         self._cache = (x.shape, cols2d, ho, wo)
-        # (N, Ho, Wo, F) in memory, seen as (N, F, Ho, Wo): no transposing copy needed
         return out.reshape(n, ho, wo, self.out_channels).transpose(0, 3, 1, 2)
 
     def backward(self, dout):
@@ -163,17 +166,18 @@ class Conv2D(Layer):
         dout = self._check_dout(dout, (n, f, ho, wo))
         (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
         W = self.params["W"]
-        # rows (n, i, j), one column per filter: a free view when dout came from our forward
+        # rows (n, i, j), one column per filter: free when dout is channels-last in memory
         dout2d = dout.transpose(0, 2, 3, 1).reshape(n * ho * wo, f)
-        self.grads["W"] = (dout2d.T @ cols2d).reshape(W.shape)
+        dw = (dout2d.T @ cols2d).reshape(f, kh, kw, c)                # columns were (u, v, c)
+        self.grads["W"] = np.ascontiguousarray(dw.transpose(0, 3, 1, 2))
         self.grads["b"] = dout2d.sum(axis=0)
         # input gradient, one kernel offset (u, v) at a time: a (N*Ho*Wo, F) @ (F, C) product
         # added into the strided positions that offset touched; overlaps accumulate
-        dtype = np.result_type(dout, W)
-        dxp = np.zeros((n, h + 2 * ph, w + 2 * pw, c), dtype=dtype)  # NHWC in memory
-        for u in range(kh):
+        dxp = np.zeros((n, h + 2 * ph, w + 2 * pw, c), dtype=np.result_type(dout, W))
+        w_uv = np.ascontiguousarray(W.transpose(2, 3, 0, 1))   # (kh, kw, F, C); BLAS wants
+        for u in range(kh):                                     # contiguous matrices
             for v in range(kw):
-                contrib = (dout2d @ W[:, :, u, v]).reshape(n, ho, wo, c)
+                contrib = (dout2d @ w_uv[u, v]).reshape(n, ho, wo, c)
                 dxp[:, u:u + sh * (ho - 1) + 1:sh, v:v + sw * (wo - 1) + 1:sw, :] += contrib
         return dxp[:, ph:ph + h, pw:pw + w, :].transpose(0, 3, 1, 2)
 

@@ -103,6 +103,11 @@ def as_rng(rng) -> np.random.Generator:
     return np.random.default_rng(rng)
 
 
+def compact(p: tuple[int, int]):
+    """``(3, 3) -> 3``, ``(3, 5) -> [3, 5]``: the shortest JSON-friendly form of a pair."""
+    return p[0] if p[0] == p[1] else list(p)
+
+
 def pair(value, name: str, layer: str) -> tuple[int, int]:
     """``3 -> (3, 3)``; ``(3, 5) -> (3, 5)``; anything else is refused by name."""
     if isinstance(value, (int, np.integer)):

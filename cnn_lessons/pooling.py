@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from .conv import output_size
-from .layer import Layer, pair
+from .layer import Layer, compact, pair
 
 
 # -- the loops, for reading -------------------------------------------------------------------
@@ -91,7 +91,10 @@ class _Pool2D(Layer):
                              f"got {self.kernel_size} and {self.stride}")
 
     def config(self):
-        return {"kernel_size": list(self.kernel_size), "stride": list(self.stride)}
+        cfg = {"kernel_size": compact(self.kernel_size)}
+        if self.stride != self.kernel_size:
+            cfg["stride"] = compact(self.stride)
+        return cfg
 
     def _output_hw(self, x):
         x = self._check_input(x, 4, "(N, C, H, W)")
@@ -121,22 +124,24 @@ class MaxPool2D(_Pool2D):
         for u, v, sl_h, sl_w in self._offsets(ho, wo):
             candidate = x[:, :, sl_h, sl_w]
             if out is None:
-                out = candidate.copy()
-                argmax = np.zeros(out.shape, dtype=np.int16)
+                out = candidate.copy(order="K")     # keep the input's memory layout
+                # the smallest integer type that can index the window (uint8 up to 16x16)
+                window = self.kernel_size[0] * self.kernel_size[1]
+                argmax = np.zeros(out.shape, dtype=np.min_scalar_type(window - 1))
             else:
                 better = candidate > out            # strictly greater: the first maximum stays
                 np.copyto(out, candidate, where=better)
                 argmax[better] = u * self.kernel_size[1] + v
-        self._cache = (x.shape, x.dtype, argmax)
+        self._cache = (x, argmax)
         return out
 
     def backward(self, dout):
         """``dout (N, C, Ho, Wo) -> dx (N, C, H, W)``: each window's gradient goes to its winner."""
         if self._cache is None:
             self._check_dout(dout, ())
-        x_shape, dtype, argmax = self._cache
+        x, argmax = self._cache
         dout = self._check_dout(dout, argmax.shape)
-        dx = np.zeros(x_shape, dtype=np.result_type(dout, dtype))
+        dx = np.zeros_like(x, dtype=np.result_type(dout, x))   # same shape and memory layout as x
         ho, wo = argmax.shape[2:]
         for u, v, sl_h, sl_w in self._offsets(ho, wo):
             dx[:, :, sl_h, sl_w] += np.where(argmax == u * self.kernel_size[1] + v, dout, 0)
@@ -149,21 +154,24 @@ class AvgPool2D(_Pool2D):
     def forward(self, x):
         """``x (N, C, H, W) -> (N, C, Ho, Wo)``."""
         x, ho, wo = self._output_hw(x)
-        out = np.zeros(x.shape[:2] + (ho, wo), dtype=x.dtype)
+        out = None
         for _, _, sl_h, sl_w in self._offsets(ho, wo):
-            out += x[:, :, sl_h, sl_w]
+            if out is None:
+                out = x[:, :, sl_h, sl_w].copy(order="K")
+            else:
+                out += x[:, :, sl_h, sl_w]
         out /= x.dtype.type(self.kernel_size[0] * self.kernel_size[1])
-        self._cache = (x.shape, x.dtype, ho, wo)
+        self._cache = (x, ho, wo)
         return out
 
     def backward(self, dout):
         """``dout (N, C, Ho, Wo) -> dx (N, C, H, W)``: ``dout / (kh kw)`` to every window entry."""
         if self._cache is None:
             self._check_dout(dout, ())
-        x_shape, dtype, ho, wo = self._cache
-        dout = self._check_dout(dout, x_shape[:2] + (ho, wo))
+        x, ho, wo = self._cache
+        dout = self._check_dout(dout, x.shape[:2] + (ho, wo))
         share = dout / dout.dtype.type(self.kernel_size[0] * self.kernel_size[1])
-        dx = np.zeros(x_shape, dtype=np.result_type(dout, dtype))
+        dx = np.zeros_like(x, dtype=np.result_type(dout, x))
         for _, _, sl_h, sl_w in self._offsets(ho, wo):
             dx[:, :, sl_h, sl_w] += share
         return dx
@@ -175,12 +183,12 @@ class MaxPool2DNaive(MaxPool2D):
     def forward(self, x):
         x, _, _ = self._output_hw(x)
         out, argmax = maxpool_forward_naive(x, self.kernel_size, self.stride)
-        self._cache = (x.shape, x.dtype, argmax)
+        self._cache = (x, argmax)
         return out
 
     def backward(self, dout):
         if self._cache is None:
             self._check_dout(dout, ())
-        x_shape, dtype, argmax = self._cache
+        x, argmax = self._cache
         dout = self._check_dout(dout, argmax.shape)
-        return maxpool_backward_naive(dout, x_shape, argmax, self.kernel_size, self.stride)
+        return maxpool_backward_naive(dout, x.shape, argmax, self.kernel_size, self.stride)

@@ -77,53 +77,67 @@ class BatchNorm(Layer):
         self.buffers["running_var"] = np.ones(num_features, dtype=dtype)
 
     def config(self):
-        return {"num_features": self.num_features, "eps": self.eps, "momentum": self.momentum}
+        cfg = {"num_features": self.num_features}
+        if self.eps != 1e-5:
+            cfg["eps"] = self.eps
+        if self.momentum != 0.1:
+            cfg["momentum"] = self.momentum
+        return cfg
 
-    def _axes(self, x):
-        """Axes to average over, and the shape that broadcasts a per-feature vector."""
-        if x.ndim == 2:
-            return (0,), (1, -1)
-        return (0, 2, 3), (1, -1, 1, 1)
+    @staticmethod
+    def _rows(a):
+        """``(N, C, H, W) -> (N*H*W, C)``: per-channel statistics are per-column statistics of
+        this matrix. Free (a view) when ``a`` is channels-last in memory, as conv outputs are."""
+        return a if a.ndim == 2 else a.transpose(0, 2, 3, 1).reshape(-1, a.shape[1])
+
+    @staticmethod
+    def _unrows(a2, shape):
+        """Inverse of :meth:`_rows` for an input of ``shape``."""
+        if len(shape) == 2:
+            return a2
+        n, c, h, w = shape
+        return a2.reshape(n, h, w, c).transpose(0, 3, 1, 2)
 
     def forward(self, x):
         """``x (N, D)`` or ``(N, C, H, W)`` -> the same shape."""
         x = self._check_input(x, (2, 4), f"(N, {self.num_features}) or (N, {self.num_features}, H, W)",
                               {1: self.num_features})
-        axes, shape = self._axes(x)
-        gamma, beta = self.params["gamma"].reshape(shape), self.params["beta"].reshape(shape)
+        x2 = self._rows(x)                                         # (M, C)
+        gamma, beta = self.params["gamma"], self.params["beta"]
         if self.training:
-            m = x.size // x.shape[1]
+            m = len(x2)
             if m < 2:
                 raise ValueError(f"{self!r}: training needs more than one value per feature to "
                                  f"estimate a variance, got input shape {x.shape}")
-            mu = x.mean(axis=axes, keepdims=True)
-            xc = x - mu
-            var = (xc * xc).mean(axis=axes, keepdims=True)
-            inv_std = 1 / np.sqrt(var + x.dtype.type(self.eps))
+            mu = x2.mean(axis=0)                                   # (C,)
+            xc = x2 - mu                                           # (M, C)
+            var = np.einsum("ij,ij->j", xc, xc) / x2.dtype.type(m)  # (C,), biased
+            inv_std = 1 / np.sqrt(var + x2.dtype.type(self.eps))
             xhat = xc * inv_std
             mom = self.momentum
             rm, rv = self.buffers["running_mean"], self.buffers["running_var"]
             rm *= 1 - mom
-            rm += mom * mu.reshape(-1).astype(rm.dtype)
+            rm += mom * mu.astype(rm.dtype)
             rv *= 1 - mom
-            rv += mom * (var.reshape(-1) * m / (m - 1)).astype(rv.dtype)
-            self._cache = (xhat, inv_std, axes, shape)
+            rv += mom * (var * (m / (m - 1))).astype(rv.dtype)     # unbiased, as PyTorch
+            self._cache = (xhat, inv_std, True, x.shape)
         else:
-            mu = self.buffers["running_mean"].reshape(shape)
-            inv_std = 1 / np.sqrt(self.buffers["running_var"].reshape(shape) + self.eps)
-            xhat = ((x - mu) * inv_std).astype(x.dtype, copy=False)
-            self._cache = (xhat, inv_std.astype(x.dtype), None, shape)
-        return xhat * gamma + beta
+            inv_std = (1 / np.sqrt(self.buffers["running_var"] + self.eps)).astype(x.dtype)
+            xhat = (x2 - self.buffers["running_mean"].astype(x.dtype)) * inv_std
+            self._cache = (xhat, inv_std, False, x.shape)
+        return self._unrows(xhat * gamma + beta, x.shape)
 
     def backward(self, dout):
         """``dout -> dx`` (same shape); fills ``grads['gamma']`` and ``grads['beta']``."""
-        xhat, inv_std, axes, shape = self._cache if self._cache is not None else (None,) * 4
-        dout = self._check_dout(dout, xhat.shape if xhat is not None else ())
-        red = (0,) if dout.ndim == 2 else (0, 2, 3)
-        self.grads["gamma"] = (dout * xhat).sum(axis=red)
-        self.grads["beta"] = dout.sum(axis=red)
-        dxhat = dout * self.params["gamma"].reshape(shape)
-        if axes is None:                    # evaluation: the statistics are constants
-            return dxhat * inv_std
-        return (dxhat - dxhat.mean(axis=axes, keepdims=True)
-                - xhat * (dxhat * xhat).mean(axis=axes, keepdims=True)) * inv_std
+        xhat, inv_std, batch_stats, shape = self._cache if self._cache is not None else (None,) * 4
+        dout = self._check_dout(dout, shape if shape is not None else ())
+        d2 = self._rows(dout)                                      # (M, C)
+        self.grads["gamma"] = np.einsum("ij,ij->j", d2, xhat)
+        self.grads["beta"] = d2.sum(axis=0)
+        dxhat = d2 * self.params["gamma"]
+        if not batch_stats:                 # evaluation: the statistics are constants
+            return self._unrows(dxhat * inv_std, shape)
+        m = dxhat.dtype.type(len(d2))
+        mean_dxhat = self.grads["beta"] * self.params["gamma"] / m           # mean(dxhat, 0)
+        mean_dxhat_xhat = self.grads["gamma"] * self.params["gamma"] / m     # mean(dxhat * xhat, 0)
+        return self._unrows((dxhat - mean_dxhat - xhat * mean_dxhat_xhat) * inv_std, shape)
