@@ -79,17 +79,19 @@ def learning_curves(history: dict, smooth: int | None = None):
     else:
         xlabel = "batch"
         batch_x = steps
-    window = smooth if smooth is not None else max(1, len(steps) // 50)
+    window = max(1, int(smooth) if smooth is not None else len(steps) // 50)
 
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(BOOK_WIDTH, 3.6), layout="constrained")
     for ax, key, title in ((ax_loss, "loss", "loss"), (ax_acc, "accuracy", "accuracy")):
         values = batch.get(key)
         _check_length(values, steps, f"batch {key!r}", "batch 'step'")
-        if values is not None and len(values):
+        w = min(window, len(values)) if values is not None else 0
+        if w == 1:
+            ax.plot(batch_x, values, color="C0", linewidth=1, label="train, per batch")
+        elif w > 1:
             ax.plot(batch_x, values, color="C0", alpha=0.25, linewidth=0.8)
-            smoothed = moving_average(values, window)
-            ax.plot(batch_x[len(batch_x) - len(smoothed):], smoothed, color="C0",
-                    label=f"train, per batch (mean of {min(window, len(values))})")
+            smoothed = moving_average(values, w)                   # (n - w + 1,)
+            ax.plot(batch_x[w - 1:], smoothed, color="C0", label=f"train, per batch (mean of {w})")
         for split, color, marker in (("train", "C0", "o"), ("test", "C1", "s")):
             values = epoch.get(f"{split}_{key}")
             _check_length(values, epochs, f"epoch '{split}_{key}'", "epoch 'epoch'")

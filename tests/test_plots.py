@@ -117,6 +117,15 @@ def test_learning_curves_with_only_batches_or_only_epochs():
         plots.learning_curves({})
 
 
+def test_learning_curves_without_smoothing_draws_one_batch_line():
+    h = make_history(epochs=2, per_epoch=10)
+    fig = plots.learning_curves(h, smooth=1)
+    for ax, key in zip(fig.axes, ("loss", "accuracy")):
+        line = lines_by_label(ax)["train, per batch"]
+        np.testing.assert_allclose(line.get_ydata(), h["batch"][key])
+        assert len(ax.get_lines()) == 3            # batches, train epochs, test epochs
+
+
 def test_learning_curves_refuses_lists_of_the_wrong_length():
     h = make_history()
     h["batch"]["loss"] = h["batch"]["loss"][:-1]
