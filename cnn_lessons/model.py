@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-import zipfile
 
 import numpy as np
 
@@ -150,6 +149,9 @@ class Sequential:
         try:
             with os.fdopen(fd, "wb") as f:
                 np.savez(f, __model__=np.array(header), **self.state())
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)      # mkstemp makes files private; models are not
             os.replace(tmp, path)
         except BaseException:
             if os.path.exists(tmp):
@@ -157,38 +159,50 @@ class Sequential:
             raise
 
     def load_state(self, path) -> "Sequential":
-        """Load the arrays of a saved model into this one, refusing a file whose layers or
-        shapes do not match. Nothing is changed unless everything matches."""
+        """Load the arrays of a saved model into this one, refusing a file whose layers (types
+        and settings) or shapes do not match. Nothing is changed unless everything matches."""
         header, arrays = _read(path)
-        if [layer["type"] for layer in header["layers"]] != [type(l).__name__ for l in self.layers]:
-            raise ModelFileError(
-                f"{path}: the file holds layers {[l['type'] for l in header['layers']]}, "
-                f"this model has {[type(l).__name__ for l in self.layers]}")
-        mine = self.state()
-        if set(arrays) != set(mine):
+        saved = [(entry["type"], entry.get("config", {})) for entry in header["layers"]]
+        mine = [(layer["type"], layer["config"]) for layer in self.spec()]
+        if [t for t, _ in saved] != [t for t, _ in mine]:
+            raise ModelFileError(f"{path}: the file holds layers {[t for t, _ in saved]}, "
+                                 f"this model has {[t for t, _ in mine]}")
+        for i, (a, b) in enumerate(zip(saved, mine)):
+            if a[1] != b[1]:
+                raise ModelFileError(f"{path}: layer {i} ({a[0]}) was saved with settings {a[1]}, "
+                                     f"this model's has {b[1]}")
+        state = self.state()
+        if set(arrays) != set(state):
             raise ModelFileError(f"{path}: the file holds arrays {sorted(arrays)}, "
-                                 f"this model has {sorted(mine)}")
-        for key, target in mine.items():
+                                 f"this model has {sorted(state)}")
+        for key, target in state.items():
             if arrays[key].shape != target.shape:
                 raise ModelFileError(f"{path}: array {key!r} has shape {arrays[key].shape} in the "
                                      f"file, {target.shape} in the model")
-        for key, target in mine.items():
+        for key, target in state.items():
             target[...] = arrays[key]          # in place: optimizers keep pointing at them
         return self
 
     @classmethod
     def load(cls, path) -> "Sequential":
-        """Rebuild a saved model (its layers from the file's description, then its arrays)."""
-        header, _ = _read(path)
+        """Rebuild a saved model (its layers from the file's description, then its arrays,
+        in the dtype they were saved in)."""
+        header, arrays = _read(path)
         types = layer_types()
         layers = []
         for i, entry in enumerate(header["layers"]):
-            if entry.get("type") not in types:
-                raise ModelFileError(f"{path}: layer {i} has unknown type {entry.get('type')!r}")
+            if entry["type"] not in types:
+                raise ModelFileError(f"{path}: layer {i} has unknown type {entry['type']!r}")
             try:
-                layers.append(types[entry["type"]](**entry.get("config", {})))
+                layer = types[entry["type"]](**entry.get("config", {}))
             except (TypeError, ValueError) as err:
                 raise ModelFileError(f"{path}: cannot rebuild layer {i} ({entry['type']}): {err}") from None
+            for store in (layer.params, getattr(layer, "buffers", {})):
+                for name, arr in store.items():
+                    saved = arrays.get(f"{i}.{name}")
+                    if saved is not None and np.issubdtype(saved.dtype, np.floating):
+                        store[name] = arr.astype(saved.dtype)
+            layers.append(layer)
         model = cls(layers)
         model.load_state(path)
         return model
@@ -206,14 +220,22 @@ def _read(path):
     if not os.path.exists(path):
         raise ModelFileError(f"{path}: no such model file")
     try:
-        with np.load(path, allow_pickle=False) as data:
+        data = np.load(path, allow_pickle=False)
+        if not isinstance(data, np.lib.npyio.NpzFile):
+            raise ValueError("it holds a single array, not a model archive")
+        with data:
             arrays = {k: data[k] for k in data.files}
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as err:
+    except Exception as err:  # zipfile, zlib and numpy each raise their own kinds
         raise ModelFileError(f"{path}: not a readable .npz model file ({err})") from None
     try:
         header = json.loads(str(arrays.pop("__model__")))
-        if header.get("format") != FORMAT:
-            raise ValueError(f"format {header.get('format')!r}")
-    except (KeyError, ValueError, AttributeError) as err:
+        if not isinstance(header, dict) or header.get("format") != FORMAT:
+            raise ValueError(f"unknown format {header.get('format') if isinstance(header, dict) else header!r}")
+        layers = header.get("layers")
+        if not isinstance(layers, list) or not all(
+                isinstance(e, dict) and isinstance(e.get("type"), str)
+                and isinstance(e.get("config", {}), dict) for e in layers):
+            raise ValueError("its 'layers' entry is not a list of {type, config} objects")
+    except (KeyError, ValueError) as err:
         raise ModelFileError(f"{path}: not a cnn_lessons model file ({err})") from None
     return header, arrays

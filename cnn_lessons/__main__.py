@@ -1,0 +1,160 @@
+"""Command line: ``python -m cnn_lessons train ...`` and ``python -m cnn_lessons evaluate ...``.
+
+    python -m cnn_lessons train --model cnn --epochs 3 --batch-size 64 --optimizer adam \\
+        --lr 1e-3 --seed 0 --out model.npz [--data-dir DIR] [--sample] [--metrics-json FILE]
+    python -m cnn_lessons evaluate model.npz [--data-dir DIR] [--sample] [--plots DIR]
+
+Every expected failure (bad arguments, missing data, a corrupted or mismatched model file) is
+reported in one line on stderr with exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line and exit code 2, like every other failure here
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="python -m cnn_lessons",
+                description="Train and evaluate the book's networks on MNIST.")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    t = sub.add_parser("train", help="train a model and save it")
+    t.add_argument("--model", choices=["cnn", "mlp"], default="cnn")
+    t.add_argument("--epochs", type=int, default=3)
+    t.add_argument("--batch-size", type=int, default=64)
+    t.add_argument("--optimizer", choices=["adam", "sgd"], default="adam")
+    t.add_argument("--lr", type=float, default=None,
+                   help="learning rate (default: 2e-3 for adam, 0.05 for sgd)")
+    t.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (default 0.9)")
+    t.add_argument("--weight-decay", type=float, default=0.0)
+    t.add_argument("--schedule", choices=["cosine", "step", "constant"], default="cosine",
+                   help="learning-rate schedule (default cosine)")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--out", default="model.npz", help="where to save the model (.npz)")
+    t.add_argument("--data-dir", default=None, help="folder with the four MNIST IDX files")
+    t.add_argument("--sample", action="store_true", help="use the small sample shipped with the package")
+    t.add_argument("--limit", type=int, default=None, help="train on the first N images only")
+    t.add_argument("--metrics-json", default=None, help="write history and timings to this file")
+    t.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    e = sub.add_parser("evaluate", help="evaluate a saved model on the test set")
+    e.add_argument("model_file")
+    e.add_argument("--data-dir", default=None)
+    e.add_argument("--sample", action="store_true")
+    e.add_argument("--plots", default=None, metavar="DIR", help="write the figures as PNG into DIR")
+    return p
+
+
+def _positive(name, value):
+    if value is not None and value <= 0:
+        raise ValueError(f"--{name} must be positive, got {value}")
+
+
+def _write_json_atomic(path, obj):
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=folder)
+    with os.fdopen(fd, "w") as f:
+        json.dump(obj, f, indent=1)
+    os.replace(tmp, path)
+
+
+def cmd_train(args) -> int:
+    from . import models
+    from .data import load_mnist
+    from .evaluation import evaluate
+    from .optimizers import SGD, Adam
+    from .training import train
+
+    for name in ("epochs", "batch_size", "lr", "limit"):
+        _positive(name.replace("_", "-"), getattr(args, name))
+    data = load_mnist(args.data_dir, sample=args.sample)
+    x_train, y_train = data.x_train, data.y_train
+    if args.limit:
+        x_train, y_train = x_train[:args.limit], y_train[:args.limit]
+    model = models.MODELS[args.model](seed=args.seed)
+    if args.optimizer == "adam":
+        opt = Adam(model, lr=args.lr or 2e-3, weight_decay=args.weight_decay)
+    else:
+        opt = SGD(model, lr=args.lr or 0.05, momentum=args.momentum, weight_decay=args.weight_decay)
+    print(f"training {args.model} on {len(x_train):,} {data.kind} MNIST digits "
+          f"({args.epochs} epochs, batch {args.batch_size}, {args.optimizer}, seed {args.seed})")
+    start = time.perf_counter()
+    history = train(model, x_train, y_train, epochs=args.epochs, batch_size=args.batch_size,
+                    optimizer=opt, x_test=data.x_test, y_test=data.y_test, seed=args.seed,
+                    lr_schedule=None if args.schedule == "constant" else args.schedule,
+                    progress=not args.no_progress)
+    seconds = time.perf_counter() - start
+    ev = evaluate(model, data.x_test, data.y_test)
+    model.save(args.out, model=args.model, data=data.kind, test_accuracy=ev.accuracy,
+               epochs=args.epochs, seed=args.seed)
+    print(f"trained in {seconds:.1f} s ({', '.join(f'{s:.1f}' for s in history['epoch']['seconds'])} s per epoch)")
+    print(f"test accuracy: {ev.accuracy:.2%}")
+    print(f"saved {args.out}")
+    if args.metrics_json:
+        _write_json_atomic(args.metrics_json, {
+            "model": args.model, "data": data.kind, "epochs": args.epochs,
+            "batch_size": args.batch_size, "optimizer": args.optimizer, "seed": args.seed,
+            "test_accuracy": ev.accuracy, "seconds_total": seconds,
+            "seconds_per_epoch": history["epoch"]["seconds"], "history": history})
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from . import plots
+    from .data import load_mnist
+    from .evaluation import evaluate, format_report
+    from .model import Sequential, read_metadata
+
+    model = Sequential.load(args.model_file)
+    meta = read_metadata(args.model_file)
+    data = load_mnist(args.data_dir, sample=args.sample)
+    ev = evaluate(model, data.x_test, data.y_test)
+    print(f"{args.model_file}: {meta.get('model', 'model')} on {len(data.x_test):,} {data.kind} "
+          "MNIST test digits")
+    print(format_report(ev))
+    if args.plots:
+        os.makedirs(args.plots, exist_ok=True)
+        figures = {
+            "confusion_matrix": plots.confusion_matrix(ev.confusion_matrix),
+            "per_class_recall": plots.per_class_recall(ev.recall),
+            "misclassified": plots.misclassified_grid(data.x_test[ev.misclassified],
+                                                      data.y_test[ev.misclassified],
+                                                      ev.predictions[ev.misclassified]),
+            "feature_maps": plots.feature_maps(model, data.x_test[0]),
+        }
+        first = model.layers[0]
+        if "W" in first.params and first.params["W"].ndim == 4:
+            figures["filters"] = plots.filters(first.params["W"])
+        for name, fig in figures.items():
+            path = os.path.join(args.plots, f"{name}.png")
+            plots.save(fig, path, close=True)
+            print(f"wrote {path}")
+    return 0
+
+
+def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
+    from .data import DataError
+    from .model import ModelFileError
+    try:
+        return {"train": cmd_train, "evaluate": cmd_evaluate}[args.command](args)
+    except (DataError, ModelFileError, ValueError, OSError) as err:
+        print(f"python -m cnn_lessons {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,159 @@
+"""The training loop: epochs of shuffled mini-batches, forward, loss, backward, step.
+
+One step on a batch ``xb (B, ...)``, ``yb (B,)``::
+
+    logits = model.forward(xb)            # (B, K)
+    loss   = loss_fn.forward(logits, yb)  # float, mean over the batch
+    model.backward(loss_fn.backward())    # fills every layer's grads
+    optimizer.step()                      # updates every layer's params in place
+
+Everything else here is bookkeeping: a seeded shuffle (the same seed gives the same run), a
+progress bar, a history of loss and accuracy per batch and per epoch, and a guard that stops
+training with a clear message as soon as a loss or a gradient stops being a finite number.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from .layer import as_rng
+from .losses import SoftmaxCrossEntropy
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss or a gradient became NaN or infinite."""
+
+
+def _check_finite(model, loss: float, step: int, epoch: int):
+    """Stop at the first non-finite number, naming the step and the layer."""
+    where = f"step {step} (epoch {epoch})"
+    if not np.isfinite(loss):
+        raise TrainingDiverged(f"{where}: the loss is {loss}; lower the learning rate or check "
+                               "the initialisation and the loss's numerical stability")
+    for i, layer in enumerate(model.layers):
+        for name, g in layer.grads.items():
+            if not np.isfinite(g).all():
+                raise TrainingDiverged(f"{where}: layer {i} {layer!r} has a non-finite "
+                                       f"gradient grads[{name!r}]")
+
+
+def lr_at(schedule, base_lr: float, epoch_fraction: float, epochs: int) -> float:
+    """Learning rate at ``epoch_fraction`` (0 at the start, ``epochs`` at the end).
+
+    ``None``: constant. ``"cosine"``: from ``base_lr`` down to 0 along half a cosine.
+    ``"step"``: divided by 10 for the last epoch.
+    """
+    if schedule is None or schedule == "constant":
+        return base_lr
+    if schedule == "cosine":
+        return base_lr * 0.5 * (1 + np.cos(np.pi * epoch_fraction / epochs))
+    if schedule == "step":
+        return base_lr * (0.1 if epoch_fraction >= epochs - 1 and epochs > 1 else 1.0)
+    raise ValueError(f"unknown learning-rate schedule {schedule!r}; use None, 'cosine' or 'step'")
+
+
+def evaluate_loss_accuracy(model, x, y, loss_fn=None, batch_size: int = 1000):
+    """Mean loss and accuracy of ``model`` on ``x (N, ...)``, ``y (N,)``, in evaluation mode."""
+    loss_fn = loss_fn or SoftmaxCrossEntropy()
+    was_training = model.training
+    model.eval()
+    total_loss, correct = 0.0, 0
+    try:
+        for i in range(0, len(x), batch_size):
+            logits = model.forward(x[i:i + batch_size])
+            yb = y[i:i + batch_size]
+            total_loss += loss_fn.forward(logits, yb) * len(yb)
+            correct += int((logits.argmax(axis=1) == yb).sum())
+    finally:
+        model.train(was_training)
+    return total_loss / len(x), correct / len(x)
+
+
+def train(model, x_train, y_train, *, epochs: int = 1, batch_size: int = 64, optimizer,
+          loss_fn=None, x_test=None, y_test=None, seed=0, lr_schedule=None,
+          progress: bool = True, check_finite: bool = True, callback=None) -> dict:
+    """Train ``model`` and return its history.
+
+    ``x_train (N, ...)``, ``y_train (N,)`` integer labels; ``optimizer`` built on ``model``;
+    ``loss_fn`` defaults to :class:`SoftmaxCrossEntropy`.  When ``x_test``/``y_test`` are given
+    the model is evaluated on them after every epoch.  ``lr_schedule``: see :func:`lr_at`.
+
+    Returns ``{"batch": {"step", "loss", "accuracy", "lr"}, "epoch": {"epoch", "train_loss",
+    "train_accuracy", "test_loss", "test_accuracy", "seconds"}}``, lists of numbers.
+    """
+    if len(x_train) != len(y_train):
+        raise ValueError(f"train: {len(x_train)} training inputs but {len(y_train)} labels")
+    if epochs < 1 or batch_size < 1:
+        raise ValueError(f"train: epochs and batch_size must be >= 1, got {epochs} and {batch_size}")
+    loss_fn = loss_fn or SoftmaxCrossEntropy()
+    rng = as_rng(seed)
+    n = len(x_train)
+    batches_per_epoch = -(-n // batch_size)
+    base_lr = optimizer.lr
+    history = {"batch": {"step": [], "loss": [], "accuracy": [], "lr": []},
+               "epoch": {"epoch": [], "train_loss": [], "train_accuracy": [],
+                         "test_loss": [], "test_accuracy": [], "seconds": []}}
+    step = 0
+    model.train()
+    for epoch in range(1, epochs + 1):
+        start = time.perf_counter()
+        order = rng.permutation(n)
+        seen = correct = 0
+        loss_sum = 0.0
+        bar = _progress(batches_per_epoch, f"epoch {epoch}/{epochs}", progress)
+        for b in range(batches_per_epoch):
+            idx = order[b * batch_size:(b + 1) * batch_size]
+            xb, yb = x_train[idx], y_train[idx]
+            optimizer.lr = lr_at(lr_schedule, base_lr, epoch - 1 + b / batches_per_epoch, epochs)
+            logits = model.forward(xb)
+            loss = loss_fn.forward(logits, yb)
+            model.backward(loss_fn.backward())
+            step += 1
+            if check_finite:
+                _check_finite(model, loss, step, epoch)
+            optimizer.step()
+            hits = int((logits.argmax(axis=1) == yb).sum())
+            seen += len(yb)
+            correct += hits
+            loss_sum += loss * len(yb)
+            h = history["batch"]
+            h["step"].append(step)
+            h["loss"].append(loss)
+            h["accuracy"].append(hits / len(yb))
+            h["lr"].append(optimizer.lr)
+            if bar is not None:
+                bar.update(1)
+                if b % 20 == 0 or b == batches_per_epoch - 1:
+                    bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.2%}")
+            if callback is not None:
+                callback(step, loss)
+        seconds = time.perf_counter() - start
+        e = history["epoch"]
+        e["epoch"].append(epoch)
+        e["train_loss"].append(loss_sum / seen)
+        e["train_accuracy"].append(correct / seen)
+        e["seconds"].append(seconds)
+        if x_test is not None:
+            test_loss, test_acc = evaluate_loss_accuracy(model, x_test, y_test, loss_fn)
+            e["test_loss"].append(test_loss)
+            e["test_accuracy"].append(test_acc)
+        if bar is not None:
+            post = {"loss": f"{loss_sum / seen:.4f}", "acc": f"{correct / seen:.2%}"}
+            if x_test is not None:
+                post["test_acc"] = f"{e['test_accuracy'][-1]:.2%}"
+            bar.set_postfix(post)
+            bar.close()
+    optimizer.lr = base_lr
+    return history
+
+
+def _progress(total: int, desc: str, enabled: bool):
+    """A tqdm bar (written to stdout, so it shows in the book without counting as stderr)."""
+    if not enabled:
+        return None
+    import sys
+
+    from tqdm import tqdm  # the text bar: renders offline in the book too
+    return tqdm(total=total, desc=desc, file=sys.stdout, leave=True, mininterval=1.0)
