@@ -1,0 +1,170 @@
+"""The overfit test: can an optimizer learn through this layer?
+
+Gradient checks compare numbers at one point; this test asks what training asks.  The layer sits
+in a tiny model ::
+
+    stem: x M + c  ->  layer  ->  head: exp(t) * flatten(.) @ W  ->  softmax cross-entropy
+    (learnable, M starts            (W fixed and random,
+     as the identity)                t learnable)
+
+and Adam trains the stem, the layer's own ``params`` and ``t``, first on one sample, then on a
+handful (up to 4).  Each sample's label is the class the untrained model ranks *last*, so nothing
+is fitted by luck.  The test passes when the loss falls below ``threshold`` within ``steps``.
+
+Why this head: ``W`` is never trained, so the head cannot change which class a sample points to
+-- a trainable head could fit a handful of samples by itself, whatever the layer did, and the test
+would prove nothing.  Only the stem and the layer can move each sample to its class, and the stem
+learns only through the layer's ``backward``.  ``t`` lets the head grow more confident once the
+classes are right, which layers with bounded outputs (softmax, sigmoid) need to reach a low loss.
+
+A layer may refuse a batch of one with a ``ValueError`` (batch norm on ``(N, D)`` must: one value
+per feature has no variance); the one-sample stage is then skipped, and the report says so.
+The stem's matrix is ``D x D`` for ``D`` values per sample: meant for the small inputs a check
+uses (up to a few hundred values per sample).
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+
+from cnn_lessons.optimizers import Adam   # protocol-level: updates any layer's params in place
+
+from .report import Report, error_text, layer_name
+
+CLASSES = 4   # K
+
+
+class LinearStem:
+    """The stem, a learnable affine map of each flattened sample: ``z = x M + c``.
+
+    ``x (N, ...) -> z`` of the same shape; ``M (D, D)`` starts as the identity (the layer first
+    sees ``x`` itself) and ``c (D,)`` at zero, with ``D`` the size of one sample.  It follows the
+    layer protocol, so Adam trains it like any layer.
+    """
+
+    def __init__(self, shape, dtype):
+        d = int(np.prod(shape))
+        self.params = {"M": np.eye(d, dtype=dtype), "c": np.zeros(d, dtype=dtype)}
+        self.grads: dict[str, np.ndarray] = {}
+        self._x = None
+
+    def forward(self, x):
+        self._x = x.reshape(len(x), -1)
+        return (self._x @ self.params["M"] + self.params["c"]).reshape(x.shape)
+
+    def backward(self, dout):
+        d2 = dout.reshape(len(dout), -1)
+        self.grads["M"] = self._x.T @ d2
+        self.grads["c"] = d2.sum(axis=0)
+        return (d2 @ self.params["M"].T).reshape(dout.shape)
+
+
+class Head:
+    """The head: ``logits = exp(t) * flatten(z) @ W``, ``W`` fixed, ``t`` learnable.
+
+    ``z (N, ...) -> logits (N, K)``.  ``W (D, K)`` averages the ``D`` values of a sample in ``K``
+    interleaved groups (value ``j`` votes for class ``j % K``) and never changes, so the head
+    cannot change which class a sample points to.  Learning ``t`` only lets it grow more
+    confident, which a layer with bounded outputs (softmax, sigmoid) needs to reach a low loss.
+    """
+
+    def __init__(self, d, classes):
+        self.W = np.zeros((d, classes))
+        self.W[np.arange(d), np.arange(d) % classes] = 1
+        self.W /= self.W.sum(axis=0)
+        self.params = {"t": np.zeros((), dtype=np.float64)}
+        self.grads: dict[str, np.ndarray] = {}
+        self._u = None
+
+    def forward(self, z):
+        self._u = np.asarray(z).reshape(len(z), -1).astype(np.float64) @ self.W
+        return np.exp(self.params["t"]) * self._u
+
+    def backward(self, dlogits):
+        scale = np.exp(self.params["t"])
+        self.grads["t"] = np.asarray(np.sum(dlogits * self._u) * scale)
+        return (scale * dlogits) @ self.W.T
+
+
+def cross_entropy(logits, y):
+    """Mean softmax cross-entropy of ``logits (N, K)`` for labels ``y (N,)``, and its gradient."""
+    z = logits - logits.max(axis=1, keepdims=True)
+    log_p = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+    n = len(y)
+    loss = -log_p[np.arange(n), y].mean()
+    d = np.exp(log_p)
+    d[np.arange(n), y] -= 1
+    return float(loss), d / n
+
+
+def overfit_one_sample(layer, x, *, steps: int = 300, threshold: float = 0.05, seed: int = 0,
+                       lr: float = 0.05) -> Report:
+    """Train ``stem -> layer -> head`` on one sample of ``x``, then on up to 4 (chosen by seed).
+
+    ``x``: a batch the layer accepts, e.g. ``(N, C, H, W)``.  The layer itself is not changed
+    (training runs on a deep copy, in the layer's own dtype).  Returns a
+    :class:`~checks.report.Report` with one row per stage (steps taken, final loss); never raises.
+    """
+    report = Report(layer_name(layer))
+    try:
+        x = np.asarray(x)
+        if not np.issubdtype(x.dtype, np.floating):
+            x = x.astype(np.float64)
+        sizes = [1] + ([min(CLASSES, len(x))] if len(x) > 1 else [])
+    except Exception as err:
+        report.add("overfit", False, f"x is not a batch: {error_text(err)}")
+        return report
+    order = np.random.default_rng(seed).permutation(len(x))   # seed picks the samples
+    for n in sizes:
+        _overfit(report, layer, x[np.sort(order[:n])], steps, threshold, lr)
+    return report
+
+
+def _overfit(report, layer, x, steps, threshold, lr):
+    n = len(x)
+    check = "overfit 1 sample" if n == 1 else f"overfit {n} samples"
+    try:
+        model = copy.deepcopy(layer)
+        stem = LinearStem(x.shape[1:], x.dtype)
+        try:
+            out = np.asarray(model.forward(stem.forward(x)))
+        except ValueError as err:
+            if n > 1:
+                raise
+            report.add(check, True, f"skipped: the layer refuses a batch of one ({error_text(err)})")
+            return
+        if out[0].size < 2:
+            report.add(check, True, "skipped: one output value per sample leaves nothing to classify")
+            return
+        if not np.any(out):
+            report.add(check, False, "the output is all zeros for this x (every ReLU unit off?): "
+                       "no gradient can flow; use an input that gives some nonzero output")
+            return
+        head = Head(out[0].size, min(CLASSES, out[0].size))
+        # each sample's label: the class the untrained model ranks last -- among the classes
+        # with a nonzero value: a group of zeros is likely dead (ReLU of negative inputs), out
+        # of reach of any gradient
+        alive = ((out.reshape(n, -1) != 0) @ (head.W > 0)) > 0            # (N, K)
+        y = np.argmin(np.where(alive, head.forward(out), np.inf), axis=1)
+        optimizer = Adam([stem, model, head], lr=lr)
+        for step in range(steps + 1):
+            if step:
+                out = np.asarray(model.forward(stem.forward(x)))
+            loss, dlogits = cross_entropy(head.forward(out), y)
+            if loss < threshold or not np.isfinite(loss) or step == steps:
+                break
+            dout = head.backward(dlogits).reshape(out.shape).astype(out.dtype)
+            stem.backward(model.backward(dout))
+            optimizer.step()
+    except Exception as err:
+        report.add(check, False, error_text(err))
+        return
+    if loss < threshold:
+        report.add(check, True, f"loss {loss:.3g} < {threshold:g} after {step} steps",
+                   steps=step, loss=loss)
+    else:
+        report.add(check, False, f"loss still {loss:.3g} (not < {threshold:g}) after {step} "
+                   "steps: the gradient does not lead the optimizer downhill", steps=step,
+                   loss=loss)
