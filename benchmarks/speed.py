@@ -333,12 +333,13 @@ def to_torch(model, input_shape):
     import torch
     from torch import nn
 
-    dtype = {np.dtype(np.float32): torch.float32, np.dtype(np.float64): torch.float64}
+    first = next((p for _, p in model.named_params()), np.zeros(0, np.float32))
+    dtype = {np.dtype(np.float32): torch.float32, np.dtype(np.float64): torch.float64}[first.dtype]
     modules, links = [], []
     for i, (layer, shape) in enumerate(zip(model.layers, trace_input_shapes(model, input_shape))):
         if isinstance(layer, Conv2D):                 # Conv2DNaive too
             m = nn.Conv2d(layer.in_channels, layer.out_channels, layer.kernel_size,
-                          stride=layer.stride, padding=layer.padding, bias=True)
+                          stride=layer.stride, padding=layer.padding, bias=True, dtype=dtype)
             links += [(layer, "W", m.weight, False), (layer, "b", m.bias, False)]
         elif isinstance(layer, MaxPool2D):            # MaxPool2DNaive too
             m = nn.MaxPool2d(layer.kernel_size, stride=layer.stride)
@@ -349,12 +350,12 @@ def to_torch(model, input_shape):
             if kind is None:
                 raise ValueError(f"to_torch: layer {i} {layer!r} sees inputs of shape "
                                  f"(N, *{shape}); only (N, D) and (N, C, H, W) translate")
-            m = kind(layer.num_features, eps=layer.eps, momentum=layer.momentum)
+            m = kind(layer.num_features, eps=layer.eps, momentum=layer.momentum, dtype=dtype)
             links += [(layer, "gamma", m.weight, False), (layer, "beta", m.bias, False),
                       (layer, "running_mean", m.running_mean, False),
                       (layer, "running_var", m.running_var, False)]
         elif isinstance(layer, Dense):
-            m = nn.Linear(layer.in_features, layer.out_features)
+            m = nn.Linear(layer.in_features, layer.out_features, dtype=dtype)
             links += [(layer, "W", m.weight, True), (layer, "b", m.bias, False)]
         elif isinstance(layer, LeakyReLU):
             m = nn.LeakyReLU(layer.negative_slope)
@@ -374,9 +375,7 @@ def to_torch(model, input_shape):
             raise ValueError(f"to_torch: layer {i} {layer!r} ({type(layer).__name__}) has no "
                              "PyTorch translation here")
         modules.append(m)
-    net = nn.Sequential(*modules)
-    first = next((p for _, p in model.named_params()), np.zeros(0, np.float32))
-    net.to(dtype[first.dtype])
+    net = nn.Sequential(*modules)     # built in the right dtype: .to() would replace buffers
     net.train(model.training)
     copy_to_torch(links)
     return net, links
@@ -652,7 +651,8 @@ def run(args, results, info, threads, numpy_threads) -> int:
                            "images_per_epoch": images_per_epoch, "extrapolated": extrapolated,
                            "chunks": chunks, "threads_torch": threads if torch else None,
                            "threads_numpy_blas": numpy_threads, "lr": args.lr,
-                           "dtype": "float32", "optimizer": "Adam", "model": "cnn_lessons.models.cnn()",
+                           "dtype": "float32", "optimizer": "Adam",
+                           "model": "cnn_lessons.models.cnn()",
                            "layers": [repr(layer) for layer in model.layers],
                            "num_params": model.num_params()}
     say(f"data: {source}",
@@ -715,7 +715,8 @@ def run(args, results, info, threads, numpy_threads) -> int:
     if torch is not None:
         ratios = {
             "training": paired_ratio(timed["numpy"], timed["torch"]),
-            "training_of_medians": train["numpy"]["epoch_seconds"] / train["torch"]["epoch_seconds"],
+            "training_of_medians": (train["numpy"]["epoch_seconds"]
+                                    / train["torch"]["epoch_seconds"]),
             "forward_backward": paired_ratio(fb_timed["numpy"], fb_timed["torch"]),
         }
         results["ratio_numpy_over_torch"] = ratios
