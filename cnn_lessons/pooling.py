@@ -106,13 +106,21 @@ class _Pool2D(Layer):
         return x, output_size(h, kh, sh, 0), output_size(w, kw, sw, 0)
 
     def _offsets(self, ho, wo):
-        """``(u, v, slice_h, slice_w)`` for each offset in a window: ``x[:, :, sl_h, sl_w]`` is
-        the ``(N, C, Ho, Wo)`` array of the ``(u, v)`` entry of every window."""
+        """``(slice_h, slice_w)`` for each offset ``(u, v)`` of a window, in row-major order:
+        ``xt[:, sl_h, sl_w, :]`` is the ``(N, Ho, Wo, C)`` array of the ``(u, v)`` entry of every
+        window, where ``xt = x.transpose(0, 2, 3, 1)`` is the input seen channels-last."""
         (kh, kw), (sh, sw) = self.kernel_size, self.stride
         for u in range(kh):
             for v in range(kw):
-                yield u, v, slice(u, u + sh * (ho - 1) + 1, sh), slice(v, v + sw * (wo - 1) + 1, sw)
+                yield slice(u, u + sh * (ho - 1) + 1, sh), slice(v, v + sw * (wo - 1) + 1, sw)
 
+    def _overlapping(self) -> bool:
+        return self.stride[0] < self.kernel_size[0] or self.stride[1] < self.kernel_size[1]
+
+
+# The vectorized layers below work on channels-last views, (N, H, W, C): the conv layers
+# produce their outputs with that memory layout, and whole rows of C channels then sit side
+# by side. What they return is still (N, C, H, W).
 
 class MaxPool2D(_Pool2D):
     """``MaxPool2D(kernel_size, stride=None)``: the maximum of each window, per channel."""
@@ -120,32 +128,38 @@ class MaxPool2D(_Pool2D):
     def forward(self, x):
         """``x (N, C, H, W) -> (N, C, Ho, Wo)``."""
         x, ho, wo = self._output_hw(x)
-        out = argmax = None
-        for u, v, sl_h, sl_w in self._offsets(ho, wo):
-            candidate = x[:, :, sl_h, sl_w]
+        xt = x.transpose(0, 2, 3, 1)
+        out = None
+        for sl_h, sl_w in self._offsets(ho, wo):
             if out is None:
-                out = candidate.copy(order="K")     # keep the input's memory layout
-                # the smallest integer type that can index the window (uint8 up to 16x16)
-                window = self.kernel_size[0] * self.kernel_size[1]
-                argmax = np.zeros(out.shape, dtype=np.min_scalar_type(window - 1))
+                out = xt[:, sl_h, sl_w, :].copy()                  # (N, Ho, Wo, C)
             else:
-                better = candidate > out            # strictly greater: the first maximum stays
-                np.copyto(out, candidate, where=better)
-                argmax[better] = u * self.kernel_size[1] + v
-        self._cache = (x, argmax)
-        return out
+                np.maximum(out, xt[:, sl_h, sl_w, :], out=out)
+        self._cache = (xt, out)
+        return out.transpose(0, 3, 1, 2)
 
     def backward(self, dout):
-        """``dout (N, C, Ho, Wo) -> dx (N, C, H, W)``: each window's gradient goes to its winner."""
+        """``dout (N, C, Ho, Wo) -> dx (N, C, H, W)``: each window's gradient goes to its
+        winner, the FIRST input (row-major) equal to the window's maximum."""
         if self._cache is None:
             self._check_dout(dout, ())
-        x, argmax = self._cache
-        dout = self._check_dout(dout, argmax.shape)
-        dx = np.zeros_like(x, dtype=np.result_type(dout, x))   # same shape and memory layout as x
-        ho, wo = argmax.shape[2:]
-        for u, v, sl_h, sl_w in self._offsets(ho, wo):
-            dx[:, :, sl_h, sl_w] += np.where(argmax == u * self.kernel_size[1] + v, dout, 0)
-        return dx
+        xt, out = self._cache
+        n, ho, wo, c = out.shape
+        dt = self._check_dout(dout, (n, c, ho, wo)).transpose(0, 2, 3, 1)
+        tiles = (not self._overlapping() and xt.shape[1] == ho * self.kernel_size[0]
+                 and xt.shape[2] == wo * self.kernel_size[1])   # windows cover every input once
+        dx = (np.empty if tiles else np.zeros)(xt.shape, dtype=np.result_type(dout, xt))  # (N, H, W, C)
+        taken = np.zeros(out.shape, dtype=bool)       # windows whose winner is already found
+        winner = np.empty(out.shape, dtype=bool)
+        for sl_h, sl_w in self._offsets(ho, wo):
+            np.equal(xt[:, sl_h, sl_w, :], out, out=winner)
+            winner &= ~taken                          # a tie later in the window loses
+            taken |= winner
+            if self._overlapping():                   # one input may win several windows
+                dx[:, sl_h, sl_w, :] += dt * winner
+            else:                                     # disjoint windows: plain assignment
+                np.multiply(dt, winner, out=dx[:, sl_h, sl_w, :])
+        return dx.transpose(0, 3, 1, 2)
 
 
 class AvgPool2D(_Pool2D):
@@ -154,27 +168,28 @@ class AvgPool2D(_Pool2D):
     def forward(self, x):
         """``x (N, C, H, W) -> (N, C, Ho, Wo)``."""
         x, ho, wo = self._output_hw(x)
+        xt = x.transpose(0, 2, 3, 1)
         out = None
-        for _, _, sl_h, sl_w in self._offsets(ho, wo):
+        for sl_h, sl_w in self._offsets(ho, wo):
             if out is None:
-                out = x[:, :, sl_h, sl_w].copy(order="K")
+                out = xt[:, sl_h, sl_w, :].copy()
             else:
-                out += x[:, :, sl_h, sl_w]
+                out += xt[:, sl_h, sl_w, :]
         out /= x.dtype.type(self.kernel_size[0] * self.kernel_size[1])
-        self._cache = (x, ho, wo)
-        return out
+        self._cache = (xt.shape, x.dtype, ho, wo)
+        return out.transpose(0, 3, 1, 2)
 
     def backward(self, dout):
         """``dout (N, C, Ho, Wo) -> dx (N, C, H, W)``: ``dout / (kh kw)`` to every window entry."""
         if self._cache is None:
             self._check_dout(dout, ())
-        x, ho, wo = self._cache
-        dout = self._check_dout(dout, x.shape[:2] + (ho, wo))
-        share = dout / dout.dtype.type(self.kernel_size[0] * self.kernel_size[1])
-        dx = np.zeros_like(x, dtype=np.result_type(dout, x))
-        for _, _, sl_h, sl_w in self._offsets(ho, wo):
-            dx[:, :, sl_h, sl_w] += share
-        return dx
+        (n, h, w, c), dtype, ho, wo = self._cache
+        dt = self._check_dout(dout, (n, c, ho, wo)).transpose(0, 2, 3, 1)
+        share = dt / dt.dtype.type(self.kernel_size[0] * self.kernel_size[1])
+        dx = np.zeros((n, h, w, c), dtype=np.result_type(dout, dtype))
+        for sl_h, sl_w in self._offsets(ho, wo):
+            dx[:, sl_h, sl_w, :] += share
+        return dx.transpose(0, 3, 1, 2)
 
 
 class MaxPool2DNaive(MaxPool2D):
@@ -189,6 +204,6 @@ class MaxPool2DNaive(MaxPool2D):
     def backward(self, dout):
         if self._cache is None:
             self._check_dout(dout, ())
-        x, argmax = self._cache
+        x, argmax = self._cache  # (N, C, H, W) input and (N, C, Ho, Wo) winners
         dout = self._check_dout(dout, argmax.shape)
         return maxpool_backward_naive(dout, x.shape, argmax, self.kernel_size, self.stride)
