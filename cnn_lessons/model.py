@@ -116,7 +116,8 @@ class Sequential:
             for i, layer in enumerate(self.layers):
                 x = layer.forward(x)
                 count = sum(p.size for p in layer.params.values())
-                rows.append((f"{i}: {layer!r}", str(("N", *x.shape[1:])), f"{count:,}"))
+                shape = "(" + ", ".join(["N", *map(str, x.shape[1:])]) + ")"
+                rows.append((f"{i}: {layer!r}", shape, f"{count:,}"))
         finally:
             self.train(was_training)
         rows.append(("total", "", f"{self.num_params():,}"))
