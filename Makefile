@@ -9,7 +9,7 @@ VENV := .venv
 endif
 BIN := $(VENV)/bin
 
-.PHONY: test book checks bench install clean
+.PHONY: test book checks bench pages sample install clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,14 @@ book: $(VENV)/.installed-book
 
 bench: $(VENV)/.installed-bench
 	$(BIN)/python benchmarks/speed.py
+
+# Open every built page in headless Chromium: equations typeset, figures present, no network.
+pages:
+	$(BIN)/python scripts/check_pages.py _build/html
+
+# Rebuild the MNIST sample shipped in cnn_lessons/sample from the full files.
+sample: $(VENV)/.installed-test
+	$(BIN)/python scripts/make_sample.py
 
 clean:
 	rm -rf _build .pytest_cache .hypothesis
