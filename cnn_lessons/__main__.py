@@ -30,15 +30,15 @@ def _parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train a model and save it")
     t.add_argument("--model", choices=["cnn", "mlp"], default="cnn")
-    t.add_argument("--epochs", type=int, default=3)
-    t.add_argument("--batch-size", type=int, default=64)
+    t.add_argument("--epochs", type=int, default=None, help="default: the model's recipe (cnn: 3)")
+    t.add_argument("--batch-size", type=int, default=None, help="default: 64")
     t.add_argument("--optimizer", choices=["adam", "sgd"], default="adam")
     t.add_argument("--lr", type=float, default=None,
-                   help="learning rate (default: 2e-3 for adam, 0.05 for sgd)")
+                   help="learning rate (default: the model's recipe for adam (cnn: 3e-3), 0.05 for sgd)")
     t.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (default 0.9)")
     t.add_argument("--weight-decay", type=float, default=0.0)
-    t.add_argument("--schedule", choices=["cosine", "step", "constant"], default="cosine",
-                   help="learning-rate schedule (default cosine)")
+    t.add_argument("--schedule", choices=["cosine", "step", "constant"], default=None,
+                   help="learning-rate schedule (default: the model's recipe, cosine)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--out", default="model.npz", help="where to save the model (.npz)")
     t.add_argument("--data-dir", default=None, help="folder with the four MNIST IDX files")
@@ -77,13 +77,17 @@ def cmd_train(args) -> int:
 
     for name in ("epochs", "batch_size", "lr", "limit"):
         _positive(name.replace("_", "-"), getattr(args, name))
+    recipe = models.RECIPES[args.model]
+    args.epochs = args.epochs or recipe["epochs"]
+    args.batch_size = args.batch_size or recipe["batch_size"]
+    args.schedule = args.schedule or recipe["lr_schedule"]
     data = load_mnist(args.data_dir, sample=args.sample)
     x_train, y_train = data.x_train, data.y_train
     if args.limit:
         x_train, y_train = x_train[:args.limit], y_train[:args.limit]
     model = models.MODELS[args.model](seed=args.seed)
     if args.optimizer == "adam":
-        opt = Adam(model, lr=args.lr or 2e-3, weight_decay=args.weight_decay)
+        opt = Adam(model, lr=args.lr or recipe["lr"], weight_decay=args.weight_decay)
     else:
         opt = SGD(model, lr=args.lr or 0.05, momentum=args.momentum, weight_decay=args.weight_decay)
     print(f"training {args.model} on {len(x_train):,} {data.kind} MNIST digits "
