@@ -128,7 +128,8 @@ def directional_differences(terms, target, base, v, h, terms0):
     """``(central, right, left, noise, w)``: the derivative of ``L`` along ``w``, measured
     three ways, and how much rounding noise the central one may carry.
 
-    ``central = (L(+h) - L(-h)) / 2h``, ``right = (L(+h) - L(0)) / h``, ``left = (L(0) - L(-h)) / h``.
+    ``central = (L(+h) - L(-h)) / 2h``, ``right = (L(+h) - L(0)) / h``,
+    ``left = (L(0) - L(-h)) / h``.
     ``noise``: each output the nudge moved is computed to about ``EPS`` of its size; divided by
     ``2h``, that is how far ``central`` may stray without any bug.
     ``w`` is ``v`` as the computer really moved: ``base + h v`` is rounded to the nearest float,
@@ -188,7 +189,8 @@ def gradcheck(layer, x, *, seed: int = 0, h: float = 1e-6, rtol: float = 1e-7,
     tensors = [("x", "dL/dx", dx, x64)]
     tensors += [(name, f"dL/d{name}", grads.get(name), p) for name, p in snapshot.params.items()]
     for target, check, analytic, base in tensors:
-        _check_tensor(report, check, terms, terms0, target, analytic, base, rng, h, rtol, max_coords)
+        _check_tensor(report, check, terms, terms0, target, analytic, base, rng, h, rtol,
+                      max_coords)
     return report
 
 
@@ -260,5 +262,6 @@ def _check_tensor(report, check, terms, terms0, target, analytic, base, rng, h, 
                    f"(ReLU at 0, tied maxima): {len(coords)} smooth ones are too few to vouch for "
                    "the gradient; use an input away from kinks", **numbers)
     else:
-        report.add(check, True, f"{len(coords)} coordinates ({'all' if examined == size else 'a seeded sample'} "
-                   f"of {size}) and 2 directions", **numbers)
+        which = "all" if examined == size else "a seeded sample"
+        report.add(check, True, f"{len(coords)} coordinates ({which} of {size}) and 2 directions",
+                   **numbers)

@@ -4,8 +4,8 @@ Gradient checks compare numbers at one point; this test asks what training asks.
 in a tiny model ::
 
     stem: x M + c  ->  layer  ->  head: exp(t) * flatten(.) @ W  ->  softmax cross-entropy
-    (learnable, M starts            (W fixed and random,
-     as the identity)                t learnable)
+    (learnable; M starts            (W fixed: the mean of each of K groups
+     as the identity)                of values; t learnable)
 
 and Adam trains the stem, the layer's own ``params`` and ``t``, first on one sample, then on a
 handful (up to 4).  Each sample's label is the class the untrained model ranks *last*, so nothing
@@ -21,7 +21,9 @@ would prove nothing.  Only the stem and the layer can move each sample to its cl
 learns only through the layer's ``backward``.  ``t`` lets the head grow more confident once the
 classes are right, which layers with bounded outputs (softmax, sigmoid) need to reach a low loss.
 
-A layer may refuse a batch of one with a ``ValueError`` (batch norm on ``(N, D)`` must: one value
+Dead ends are avoided, not failed: a sample whose output is all zeros (every ReLU off) is not
+used, nor is a class whose values are all zeros for a sample -- no gradient can reach them.  A
+layer may refuse a batch of one with a ``ValueError`` (batch norm on ``(N, D)`` must: one value
 per feature has no variance); the one-sample stage is then skipped, and the report says so.
 The stem's matrix is ``D x D`` for ``D`` values per sample: meant for the small inputs a check
 uses (up to a few hundred values per sample).
@@ -118,7 +120,8 @@ def in_eval_mode(model, run):
 def evaluate(model, stem, head, x, y) -> float:
     """The loss as a trained model is used: in evaluation mode when the layer has one (Dropout
     off, BatchNorm on its running averages), so a noisy layer is judged by what it learned."""
-    return in_eval_mode(model, lambda: cross_entropy(head.forward(model.forward(stem.forward(x))), y)[0])
+    logits = in_eval_mode(model, lambda: head.forward(model.forward(stem.forward(x))))
+    return cross_entropy(logits, y)[0]
 
 
 def overfit_one_sample(layer, x, *, steps: int = 300, threshold: float = 0.05, seed: int = 0,
@@ -163,10 +166,12 @@ def _overfit(report, layer, x, steps, threshold, lr):
         except ValueError as err:
             if n > 1:
                 raise
-            report.add(check, True, f"skipped: the layer refuses a batch of one ({error_text(err)})")
+            report.add(check, True, f"skipped: the layer refuses a batch of one "
+                       f"({error_text(err)})")
             return
         if out[0].size < 2:
-            report.add(check, True, "skipped: one output value per sample leaves nothing to classify")
+            report.add(check, True, "skipped: one output value per sample leaves nothing to "
+                       "classify")
             return
         head = Head(out[0].size, min(CLASSES, out[0].size))
         # each sample's label: the class the untrained model ranks last -- among the classes

@@ -59,7 +59,8 @@ class DenseGradAveraged(DenseBase):
 
 
 class DenseParamsCopied(DenseBase):
-    """Bug: forward uses ``self.W``, a copy; ``params["W"]`` (what the optimizer updates) is unused."""
+    """Bug: forward uses ``self.W``, a copy; ``params["W"]`` (what the optimizer updates) is
+    never read."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -355,7 +356,8 @@ class LeakyReLUSlopeOne(LeakyReLU):
 
 
 class ReLUInPlace(ReLU):
-    """Bug: forward writes into its input (``np.maximum(x, 0, out=x)``), clobbering the caller's x."""
+    """Bug: forward writes into its input (``np.maximum(x, 0, out=x)``), clobbering the
+    caller's x."""
 
     def forward(self, x):
         self._mask = x > 0
@@ -472,7 +474,7 @@ def make_batchnorm_no_mean_terms():
     return BatchNormNoMeanTerms(3), normal(4, 3, 3, 3)
 
 
-# -- standalone -------------------------------------------------------------------------------------
+# -- standalone -----------------------------------------------------------------------------------
 
 class ScaleRaisesInBackward:
     """A standalone layer (no base class), ``y = s * x``, whose backward raises: a typo,

@@ -13,8 +13,8 @@ import broken_layers
 import checks
 from checks.builtin import CASES
 from checks.finite_differences import to_float64
-from cnn_lessons import (AvgPool2D, BatchNorm, Conv2D, Conv2DNaive, Dense, Dropout, LeakyReLU,
-                         MaxPool2D, ReLU, Softmax)
+from cnn_lessons import (AvgPool2D, BatchNorm, Conv2D, Conv2DNaive, Dense, Dropout, Flatten,
+                         LeakyReLU, MaxPool2D, ReLU, Sigmoid, Softmax, Tanh)
 
 FD = "dL/"   # the finite-difference rows are named dL/dx, dL/dW, ...
 
@@ -47,7 +47,8 @@ def test_builtin_layer_passes_every_check(label):
 
 
 def test_checks_leave_the_layer_and_x_untouched():
-    layer, x = Dropout(0.5, rng=3), np.random.default_rng(0).standard_normal((4, 6)).astype(np.float32)
+    layer = Dropout(0.5, rng=3)
+    x = np.random.default_rng(0).standard_normal((4, 6)).astype(np.float32)
     x_before, rng_before = x.copy(), copy.deepcopy(layer.rng).random(3)
     checks.check_layer(layer, x)
     assert np.array_equal(x, x_before) and x.dtype == np.float32
@@ -198,7 +199,8 @@ def test_batchnorm_in_training_and_evaluation():
 
 @pytest.mark.parametrize("p", [0.1, 0.5, 0.9])
 def test_dropout_is_checked_with_one_mask(p):
-    report = checks.check_layer(Dropout(p, rng=1), np.random.default_rng(0).standard_normal((4, 16)))
+    x = np.random.default_rng(0).standard_normal((4, 16))
+    report = checks.check_layer(Dropout(p, rng=1), x)
     assert report.ok, str(report)
 
 
@@ -253,6 +255,23 @@ def test_any_pooling_passes(case):
         assert report.row("dL/dx").max_rel_error < 1e-7
 
 
+@st.composite
+def vector_cases(draw):
+    n, d = draw(st.integers(2, 5)), draw(st.integers(2, 7))
+    make = draw(st.sampled_from([ReLU, lambda: LeakyReLU(0.2), Sigmoid, Tanh, Softmax, Flatten,
+                                 lambda: Dropout(0.3, rng=1), lambda: BatchNorm(d),
+                                 lambda: Dense(d, 3, rng=2)]))
+    x = np.random.default_rng(draw(st.integers(0, 99))).standard_normal((n, d))
+    return make(), x.astype(draw(st.sampled_from([np.float32, np.float64])))
+
+
+@settings(max_examples=60, deadline=None)
+@given(vector_cases())
+def test_any_vector_layer_passes(case):
+    report = checks.gradcheck(*case)
+    assert report.ok, str(report)
+
+
 # -- the pieces --------------------------------------------------------------------------------
 
 def test_to_float64_keeps_aliases_and_leaves_the_original_alone():
@@ -262,7 +281,8 @@ def test_to_float64_keeps_aliases_and_leaves_the_original_alone():
     copy64 = to_float64(layer)
     assert copy64.W is copy64.params["W"] and copy64.W.dtype == np.float64
     assert copy64.extras[0] is copy64.params["b"]
-    assert copy64.extras[1][0].dtype == np.float64 and copy64.extras[2].dtype == layer.extras[2].dtype
+    assert copy64.extras[1][0].dtype == np.float64
+    assert copy64.extras[2].dtype == layer.extras[2].dtype          # integers stay integers
     assert layer.params["W"].dtype == np.float32 and layer.W is layer.params["W"]
     assert np.array_equal(copy64.W, layer.W.astype(np.float64))
 
@@ -334,7 +354,8 @@ def test_report_table_and_dict():
 # -- overfit -----------------------------------------------------------------------------------
 
 def test_overfit_reports_steps_and_loss():
-    report = checks.overfit_one_sample(Dense(5, 3, rng=0), np.random.default_rng(0).standard_normal((6, 5)))
+    x = np.random.default_rng(0).standard_normal((6, 5))
+    report = checks.overfit_one_sample(Dense(5, 3, rng=0), x)
     assert report.ok and [r.check for r in report.rows] == ["overfit 1 sample", "overfit 4 samples"]
     for row in report.rows:
         assert 0 < row.steps < 300 and row.loss < 0.05
@@ -365,7 +386,8 @@ def test_overfit_needs_the_gradient_to_flow_through_the_layer():
 
 
 def test_overfit_skips_a_batch_of_one_that_batchnorm_refuses():
-    report = checks.overfit_one_sample(BatchNorm(4), np.random.default_rng(0).standard_normal((5, 4)))
+    x = np.random.default_rng(0).standard_normal((5, 4))
+    report = checks.overfit_one_sample(BatchNorm(4), x)
     assert report.ok
     assert report.rows[0].detail.startswith("skipped") and report.rows[1].steps > 0
 

@@ -34,7 +34,8 @@ def test_default_run_passes_every_builtin_layer(default_run):
         assert rows and all(line.rstrip().endswith("PASS") for line in rows), label
         assert any(" dL/dx " in line for line in rows) and any("overfit" in line for line in rows)
     assert "FAIL" not in default_run.stdout
-    assert lines[-1].startswith(f"{len(CASES)} layers checked in ") and lines[-1].endswith("all passed")
+    assert lines[-1].startswith(f"{len(CASES)} layers checked in ")
+    assert lines[-1].endswith("all passed")
 
 
 def test_broken_layer_fails_by_name_and_check():
