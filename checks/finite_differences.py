@@ -68,7 +68,8 @@ def to_float64(layer):
 
     Arrays are found in the layer's attributes, inside dicts, lists and tuples, and inside
     nested layers.  An array reachable twice (an attribute that *is* ``params["W"]``) becomes one
-    float64 array reachable twice, so the copy keeps the layer's aliasing.
+    float64 array reachable twice, so the copy keeps the layer's aliasing.  A floating dtype kept
+    as an attribute (``self.dtype = np.float32``) becomes float64 too.
     """
     layer = copy.deepcopy(layer)
     _upcast(layer, {}, top=True)
@@ -82,6 +83,9 @@ def _upcast(obj, memo, top=False):
     if isinstance(obj, np.ndarray):
         if np.issubdtype(obj.dtype, np.floating):
             new = obj.astype(np.float64)
+    elif isinstance(obj, np.dtype) or (isinstance(obj, type) and issubclass(obj, np.generic)):
+        if np.issubdtype(obj, np.floating):              # self.dtype = np.float32
+            new = np.float64 if isinstance(obj, type) else np.dtype(np.float64)
     elif isinstance(obj, dict):
         for key in obj:
             obj[key] = _upcast(obj[key], memo)

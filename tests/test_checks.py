@@ -278,13 +278,29 @@ def test_to_float64_keeps_aliases_and_leaves_the_original_alone():
     layer = Dense(3, 2, rng=0)
     layer.W = layer.params["W"]                         # an attribute that *is* a param
     layer.extras = [layer.params["b"], (np.ones(2, np.float32), 3), np.arange(3)]
+    layer.dtype, layer.out_dtype, layer.index_dtype = np.float32, np.dtype("float32"), np.int64
     copy64 = to_float64(layer)
+    assert copy64.dtype is np.float64 and copy64.out_dtype == np.float64
+    assert copy64.index_dtype is np.int64
     assert copy64.W is copy64.params["W"] and copy64.W.dtype == np.float64
     assert copy64.extras[0] is copy64.params["b"]
     assert copy64.extras[1][0].dtype == np.float64
     assert copy64.extras[2].dtype == layer.extras[2].dtype          # integers stay integers
     assert layer.params["W"].dtype == np.float32 and layer.W is layer.params["W"]
     assert np.array_equal(copy64.W, layer.W.astype(np.float64))
+
+
+def test_a_layer_that_keeps_its_dtype_is_checked_in_float64():
+    class DenseKeepsDtype(Dense):
+        def __init__(self, *args, dtype=np.float32, **kwargs):
+            super().__init__(*args, dtype=dtype, **kwargs)
+            self.dtype = dtype
+
+        def forward(self, x):
+            return super().forward(x).astype(self.dtype)
+
+    x = np.random.default_rng(0).standard_normal((3, 4)).astype(np.float32)
+    assert checks.gradcheck(DenseKeepsDtype(4, 2, rng=0), x).ok
 
 
 class Crashing:
