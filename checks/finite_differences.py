@@ -180,6 +180,10 @@ def gradcheck(layer, x, *, seed: int = 0, h: float = 1e-6, rtol: float = 1e-7,
             if not isinstance(getattr(probe, attr, None), dict):
                 raise TypeError(f"the layer has no {attr!r} dict (the protocol asks for one, "
                                 "empty when the layer learns nothing)")
+        for name, p in probe.params.items():
+            if not (isinstance(p, np.ndarray) and np.issubdtype(p.dtype, np.floating)):
+                raise TypeError(f"params[{name!r}] is a {type(p).__name__}, expected a "
+                                "floating-point array")
         grads = dict(probe.grads)
         terms = loss_terms(snapshot, x64, G)
         terms0 = terms()

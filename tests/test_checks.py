@@ -64,7 +64,7 @@ def test_reports_are_reproducible_and_seed_dependent():
     a, b = checks.gradcheck(layer, x, seed=5), checks.gradcheck(layer, x, seed=5)
     assert a.to_dict() == b.to_dict()
     c = checks.gradcheck(layer, x, seed=6)
-    assert a.row("dL/dx").coords != c.row("dL/dx").coords       # 72 coords of 144 sampled
+    assert a.row("dL/dx").coords != c.row("dL/dx").coords       # 100 of 144 coordinates
 
 
 # -- the broken corpus ---------------------------------------------------------------------------
@@ -354,6 +354,12 @@ def test_missing_params_dict_is_a_failure():
     report = checks.gradcheck(NoParams(), np.ones((2, 3)))
     assert report.failed() == ["forward/backward run"]
     assert "params" in report.row("forward/backward run").detail
+
+    layer = NoParams()
+    layer.params, layer.grads = {"w": [1.0, 2.0]}, {}
+    report = checks.check_layer(layer, np.ones((2, 3)))
+    assert "forward/backward run" in report.failed()
+    assert "params['w'] is a list" in report.row("forward/backward run").detail
 
 
 def test_report_table_and_dict():
