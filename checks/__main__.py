@@ -75,7 +75,8 @@ def table_rows(label, report):
         if r.check in PROTOCOL_CHECKS and r.ok:
             continue
         rows.append([label, r.check, fmt_error(r.max_rel_error), fmt_int(r.kinks),
-                     fmt_int(r.steps), "PASS" if r.ok else "FAIL"])
+                     "skipped" if r.detail.startswith("skipped") else fmt_int(r.steps),
+                     "PASS" if r.ok else "FAIL"])
     return rows
 
 
