@@ -280,12 +280,14 @@ def warm_up(runners, step, x, y, batches):
 
 
 def default_chunks(n_batches: int) -> int:
-    """About 20 or more batches per chunk, at most 10 chunks."""
-    return max(1, min(10, n_batches // 20))
+    """About 20 batches per chunk (a second or two), at most 50 chunks: short chunks run back
+    to back see the same background load, which is what pairing them relies on."""
+    return max(1, min(50, n_batches // 20))
 
 
 def summarize(chunks, batch_size, batches_per_epoch):
-    """Totals and medians of one runner's chunks."""
+    """Totals and medians of one runner's chunks; ``*_best`` from its fastest chunk (the
+    least disturbed by other jobs)."""
     rates = [s / b for s, b in zip(chunks["seconds"], chunks["batches"])]   # s per batch
     per_batch = statistics.median(rates)
     return {"chunk_seconds": [round(s, 4) for s in chunks["seconds"]],
@@ -293,7 +295,18 @@ def summarize(chunks, batch_size, batches_per_epoch):
             "batches": sum(chunks["batches"]), "seconds_total": sum(chunks["seconds"]),
             "seconds_per_batch_median": per_batch,
             "epoch_seconds": per_batch * batches_per_epoch,
-            "images_per_second": batch_size / per_batch}
+            "epoch_seconds_best": min(rates) * batches_per_epoch,
+            "images_per_second": batch_size / per_batch,
+            "images_per_second_best": batch_size / min(rates)}
+
+
+def per_batch_spread(s) -> str:
+    """``ms/batch over 5 chunks: median 36.1, fastest 33.0, slowest 80.2``."""
+    rates = [t / b * 1e3 for t, b in zip(s["chunk_seconds"], s["chunk_batches"])]
+    n = len(rates)
+    return (f"ms/batch over {n} chunk{'s' if n > 1 else ''}: median "
+            f"{s['seconds_per_batch_median'] * 1e3:.1f}, fastest {min(rates):.1f}, "
+            f"slowest {max(rates):.1f}")
 
 
 def paired_ratio(a, b):
@@ -468,37 +481,40 @@ def cross_check(model, net, input_shape, x, y):
 # -- 4. per-layer profile -----------------------------------------------------------------------
 
 def profile_step(model, optimizer, x, y, batches):
-    """Mean milliseconds per batch for each layer's forward and backward, the loss and the
-    optimizer step, over ``batches`` (training mode, the optimizer stepping as in training)."""
+    """Median milliseconds per batch of each layer's forward and backward, the loss and the
+    optimizer step, over ``batches`` (training mode, the optimizer stepping as in training).
+    Medians, not means: a burst of another job's work lands in a few batches only."""
     n = len(model.layers)
-    fwd, bwd = np.zeros(n), np.zeros(n)
-    loss_time = opt_time = 0.0
+    fwd, bwd = np.zeros((len(batches), n)), np.zeros((len(batches), n))
+    loss_time, opt_time = np.zeros(len(batches)), np.zeros(len(batches))
     loss_fn = SoftmaxCrossEntropy()
     clock = time.perf_counter
-    for idx in batches:
+    for b, idx in enumerate(batches):
         out, yb = x[idx], y[idx]
         for i, layer in enumerate(model.layers):
             t = clock()
             out = layer.forward(out)
-            fwd[i] += clock() - t
+            fwd[b, i] = clock() - t
         t = clock()
         loss_fn.forward(out, yb)
         d = loss_fn.backward()
-        loss_time += clock() - t
+        loss_time[b] = clock() - t
         for i in reversed(range(n)):
             t = clock()
             d = model.layers[i].backward(d)
-            bwd[i] += clock() - t
+            bwd[b, i] = clock() - t
         t = clock()
         optimizer.step()
-        opt_time += clock() - t
-    k = 1e3 / len(batches)
-    rows = [{"layer": f"{i}: {layer!r}", "forward_ms": fwd[i] * k, "backward_ms": bwd[i] * k}
+        opt_time[b] = clock() - t
+    fwd, bwd = np.median(fwd, axis=0) * 1e3, np.median(bwd, axis=0) * 1e3
+    rows = [{"layer": f"{i}: {layer!r}", "forward_ms": fwd[i], "backward_ms": bwd[i]}
             for i, layer in enumerate(model.layers)]
-    rows.append({"layer": "loss (SoftmaxCrossEntropy fwd+bwd)", "forward_ms": loss_time * k,
-                 "backward_ms": 0.0})
+    rows.append({"layer": "loss (SoftmaxCrossEntropy fwd+bwd)",
+                 "forward_ms": float(np.median(loss_time)) * 1e3, "backward_ms": 0.0})
     rows.append({"layer": f"optimizer ({type(optimizer).__name__}.step)",
-                 "forward_ms": opt_time * k, "backward_ms": 0.0})
+                 "forward_ms": float(np.median(opt_time)) * 1e3, "backward_ms": 0.0})
+    for r in rows:
+        r["forward_ms"], r["backward_ms"] = float(r["forward_ms"]), float(r["backward_ms"])
     for r in rows:
         r["total_ms"] = r["forward_ms"] + r["backward_ms"]
     total = sum(r["total_ms"] for r in rows)
@@ -510,7 +526,7 @@ def profile_step(model, optimizer, x, y, batches):
 
 def print_profile(rows, total, n_batches, batches_per_epoch):
     width = max(len(r["layer"]) for r in rows)
-    say(f"mean over {n_batches} batches, ms per batch; the optimizer and loss rows count their "
+    say(f"median over {n_batches} batches, ms per batch; the optimizer and loss rows count their "
         "whole time under 'forward'",
         f"{'layer':<{width}}  {'forward':>8}  {'backward':>8}  {'total':>8}  {'share':>6}",
         "-" * (width + 40))
@@ -695,11 +711,10 @@ def run(args, results, info, threads, numpy_threads) -> int:
     timed = alternate(runners, "train_step", x, y, train_b, chunks)
     train = {name: summarize(c, B, batches_per_epoch) for name, c in timed.items()}
     for name, s in train.items():
-        label = "extrapolated" if extrapolated else "median chunk rate"
-        say(f"{name:5s}: {s['seconds_total']:7.2f} s for {s['batches']} batches "
-            f"({s['seconds_per_batch_median'] * 1e3:.1f} ms/batch median) -> "
-            f"{s['epoch_seconds']:.1f} s/epoch ({label}); chunks: "
-            + ", ".join(f"{t:.2f}" for t in s["chunk_seconds"]))
+        say(f"{name:5s}: {s['seconds_total']:7.2f} s for {s['batches']} batches; "
+            + per_batch_spread(s) + f" -> {s['epoch_seconds']:.1f} s/epoch"
+            + (" extrapolated" if extrapolated else "")
+            + f" (fastest chunk: {s['epoch_seconds_best']:.1f})")
     results["train"] = train
 
     say("", f"forward+backward alone (loss included, no optimizer step): {fb_batches} batches "
@@ -708,8 +723,8 @@ def run(args, results, info, threads, numpy_threads) -> int:
     fb_timed = alternate(runners, "forward_backward", x, y, fb_b, default_chunks(fb_batches))
     fb = {name: summarize(c, B, batches_per_epoch) for name, c in fb_timed.items()}
     for name, s in fb.items():
-        say(f"{name:5s}: {s['images_per_second']:8.0f} images/s "
-            f"({s['seconds_per_batch_median'] * 1e3:.1f} ms/batch median)")
+        say(f"{name:5s}: {s['images_per_second']:8.0f} images/s (fastest chunk: "
+            f"{s['images_per_second_best']:.0f}); " + per_batch_spread(s))
     results["forward_backward"] = fb
     ratios = None
     if torch is not None:
@@ -717,7 +732,11 @@ def run(args, results, info, threads, numpy_threads) -> int:
             "training": paired_ratio(timed["numpy"], timed["torch"]),
             "training_of_medians": (train["numpy"]["epoch_seconds"]
                                     / train["torch"]["epoch_seconds"]),
+            "training_best": (train["numpy"]["epoch_seconds_best"]
+                              / train["torch"]["epoch_seconds_best"]),
             "forward_backward": paired_ratio(fb_timed["numpy"], fb_timed["torch"]),
+            "forward_backward_best": (fb["torch"]["images_per_second_best"]
+                                      / fb["numpy"]["images_per_second_best"]),
         }
         results["ratio_numpy_over_torch"] = ratios
 
@@ -748,14 +767,19 @@ def run(args, results, info, threads, numpy_threads) -> int:
     heading("6. Summary")
     how = (f"EXTRAPOLATED from {n_batches} of {batches_per_epoch} batches of {B}" if extrapolated
            else f"{batches_per_epoch} batches of {B}")
-    say(f"numpy  epoch: {train['numpy']['epoch_seconds']:.1f} s   ({how})")
+    pairs = f"median of {chunks} back-to-back chunk pair{'s' if chunks > 1 else ''}"
+    say(f"numpy  epoch: {train['numpy']['epoch_seconds']:.1f} s   ({how}; fastest chunk "
+        f"{train['numpy']['epoch_seconds_best']:.1f} s)")
     if ratios is not None:
         say(f"torch  epoch: {train['torch']['epoch_seconds']:.1f} s   "
-            f"({threads} thread{'s' if threads > 1 else ''})",
-            f"ratio numpy/torch (training): {ratios['training']:.2f}x",
+            f"({threads} thread{'s' if threads > 1 else ''}; fastest chunk "
+            f"{train['torch']['epoch_seconds_best']:.1f} s)",
+            f"ratio numpy/torch (training): {ratios['training']:.2f}x   ({pairs}; fastest "
+            f"chunks: {ratios['training_best']:.2f}x)",
             f"numpy  forward+backward: {fb['numpy']['images_per_second']:.0f} images/s",
             f"torch  forward+backward: {fb['torch']['images_per_second']:.0f} images/s",
-            f"ratio numpy/torch (forward+backward): {ratios['forward_backward']:.2f}x",
+            f"ratio numpy/torch (forward+backward): {ratios['forward_backward']:.2f}x   "
+            f"(fastest chunks: {ratios['forward_backward_best']:.2f}x)",
             f"cross-check max |numpy - torch| logits: "
             f"{results['cross_check']['forward_eval_max_abs_diff']:.1e}")
     else:
