@@ -7,6 +7,7 @@ and upstream gradient ``G`` as the finite differences:
 check                         the bug it catches
 ============================  ==================================================================
 deterministic forward         forward draws from a global or unseeded random generator
+batch axis kept               the output's first axis is not the batch (``x.reshape(-1)``)
 grads match params            a gradient missing, extra, or of the wrong shape (db not summed)
 dx shape                      backward returns something not shaped like x
 x unchanged by forward        forward writes into its input (``np.maximum(x, 0, out=x)``)
@@ -27,7 +28,8 @@ import numpy as np
 from .report import error_text
 
 
-PROTOCOL_CHECKS = ("forward/backward run", "deterministic forward", "grads match params",
+PROTOCOL_CHECKS = ("forward/backward run", "deterministic forward", "batch axis kept",
+                   "grads match params",
                    "dx shape", "x unchanged by forward", "dout unchanged by backward",
                    "no accumulation", "zero dout gives zero grads", "params are live")
 
@@ -45,6 +47,13 @@ def protocol_checks(report, snapshot, x, G, dx, grads):
             return True, "two copies of the layer give the same output"
         return False, ("two identical copies of the layer gave different outputs: forward "
                        "draws from a global or unseeded random generator?")
+
+    def batch_axis():
+        out = np.asarray(fresh().forward(x.copy()))
+        if out.ndim >= 1 and out.shape[0] == x.shape[0]:
+            return True, f"{x.shape[0]} in, {out.shape[0]} out"
+        return False, (f"input batch of {x.shape[0]} gave output of shape {out.shape}: the first "
+                       "axis must stay the batch (flattening it away mixes samples)")
 
     def grads_match():
         missing, extra = sorted(set(params) - set(grads)), sorted(set(grads) - set(params))
@@ -119,7 +128,7 @@ def protocol_checks(report, snapshot, x, G, dx, grads):
                            "the gradient says it should: forward reads a different array (a copy?)")
         return True, f"{len(params)} params" if params else "no params"
 
-    functions = [deterministic, grads_match, dx_shape, x_unchanged, dout_unchanged,
+    functions = [deterministic, batch_axis, grads_match, dx_shape, x_unchanged, dout_unchanged,
                  no_accumulation, zero_dout, params_live]
     for name, check in zip(PROTOCOL_CHECKS[1:], functions):  # [0] is run by gradcheck
         try:

@@ -418,6 +418,17 @@ class FlattenWrongOrder(Flatten):
         return dout.reshape(n, h, w, c).transpose(0, 3, 1, 2)
 
 
+class FlattenLosesBatchAxis(Flatten):
+    """Bug: ``x.reshape(-1)`` flattens the batch away, mixing every sample into one vector."""
+
+    def forward(self, x):
+        self._shape = x.shape
+        return x.reshape(-1)
+
+    def backward(self, dout):
+        return dout.reshape(self._shape)
+
+
 class DropoutMaskRedrawn(Dropout):
     """Bug: backward draws a fresh mask instead of reusing the one forward applied."""
 
@@ -460,6 +471,10 @@ class BatchNormNoMeanTerms(BatchNorm):
 
 def make_flatten_wrong_order():
     return FlattenWrongOrder(), normal(2, 3, 2, 4)
+
+
+def make_flatten_loses_batch_axis():
+    return FlattenLosesBatchAxis(), normal(2, 3, 2, 4)
 
 
 def make_dropout_mask_redrawn():
@@ -518,6 +533,7 @@ EXPECTED = {
     make_relu_in_place: "x unchanged by forward",
     make_relu_modifies_dout: "dout unchanged by backward",
     make_flatten_wrong_order: "dL/dx",
+    make_flatten_loses_batch_axis: "batch axis kept",
     make_dropout_mask_redrawn: "dL/dx",
     make_dropout_global_random: "deterministic forward",
     make_batchnorm_no_mean_terms: "dL/dx",
