@@ -119,7 +119,8 @@ def main(argv=None) -> int:
             print(f"  {label}: {r.check}: {r.detail}")
     failed = sum(not report.ok for _, report in results)
     verdict = "all passed" if ok else f"{failed} FAILED"
-    print(f"\n{len(results)} layers checked in {seconds:.1f} s: {verdict}")
+    noun = "layer" if len(results) == 1 else "layers"
+    print(f"\n{len(results)} {noun} checked in {seconds:.1f} s: {verdict}")
     return 0 if ok else 1
 
 

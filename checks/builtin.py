@@ -25,8 +25,19 @@ def eval_mode(layer):
     return layer
 
 
+def perturbed(layer, seed=1):
+    """Move every param away from its initial value (BatchNorm starts at gamma = 1, beta = 0,
+    where a backward that forgets gamma is still right) -- in place, as an optimizer would."""
+    rng = np.random.default_rng(seed)
+    for p in layer.params.values():
+        p += (0.5 * rng.standard_normal(p.shape)).astype(p.dtype)
+    for b in getattr(layer, "buffers", {}).values():   # running stats of an evaluated BatchNorm
+        b += (0.3 * np.abs(rng.standard_normal(b.shape))).astype(b.dtype)
+    return layer
+
+
 CASES = {
-    "Dense(6, 4)": lambda: (Dense(6, 4, rng=0), normal(3, 6)),
+    "Dense(6, 4)": lambda: (perturbed(Dense(6, 4, rng=0)), normal(3, 6)),
     "Conv2D(3, 4, 3)": lambda: (Conv2D(3, 4, 3, rng=0), normal(2, 3, 6, 6)),
     "Conv2D(2, 3, 3, stride=2, padding=1)":
         lambda: (Conv2D(2, 3, 3, stride=2, padding=1, rng=0), normal(2, 2, 7, 7)),
@@ -46,7 +57,8 @@ CASES = {
     "Softmax()": lambda: (Softmax(), normal(3, 8)),
     "Flatten()": lambda: (Flatten(), normal(2, 3, 4, 4)),
     "Dropout(0.5)": lambda: (Dropout(0.5, rng=0), normal(4, 8)),
-    "BatchNorm(5) on (N, D)": lambda: (BatchNorm(5), normal(8, 5)),
-    "BatchNorm(3) on (N, C, H, W)": lambda: (BatchNorm(3), normal(4, 3, 4, 4)),
-    "BatchNorm(3) on (N, C, H, W), eval": lambda: (eval_mode(BatchNorm(3)), normal(4, 3, 4, 4)),
+    "BatchNorm(5) on (N, D)": lambda: (perturbed(BatchNorm(5)), normal(8, 5)),
+    "BatchNorm(3) on (N, C, H, W)": lambda: (perturbed(BatchNorm(3)), normal(4, 3, 4, 4)),
+    "BatchNorm(3) on (N, C, H, W), eval":
+        lambda: (eval_mode(perturbed(BatchNorm(3))), normal(4, 3, 4, 4)),
 }

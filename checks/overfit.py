@@ -197,9 +197,9 @@ def _overfit(report, layer, x, steps, threshold, lr):
         report.add(check, False, error_text(err))
         return
     if loss < threshold:
-        report.add(check, True, f"loss {loss:.3g} < {threshold:g} after {step} steps",
+        report.add(check, True, f"loss {loss:.4f} < {threshold:g} after {step} steps",
                    steps=step, loss=loss)
     else:
-        report.add(check, False, f"loss still {loss:.3g} (not < {threshold:g}) after {step} "
+        report.add(check, False, f"loss still {loss:.4f} (not < {threshold:g}) after {step} "
                    "steps: the gradient does not lead the optimizer downhill", steps=step,
                    loss=loss)

@@ -13,6 +13,7 @@ dx shape                      backward returns something not shaped like x
 x unchanged by forward        forward writes into its input (``np.maximum(x, 0, out=x)``)
 dout unchanged by backward    backward writes into dout (``dout *= mask``)
 no accumulation               ``grads["W"] += ...``: the second backward doubles the gradient
+fresh cache                   backward uses what an EARLIER forward saved (a stale cache)
 zero dout gives zero grads    something added to the gradient whatever dout is (weight decay)
 params are live               forward reads a copy of ``params["W"]``, so an optimizer's update
                               of ``params`` never reaches it
@@ -31,7 +32,8 @@ from .report import error_text
 PROTOCOL_CHECKS = ("forward/backward run", "deterministic forward", "batch axis kept",
                    "grads match params",
                    "dx shape", "x unchanged by forward", "dout unchanged by backward",
-                   "no accumulation", "zero dout gives zero grads", "params are live")
+                   "no accumulation", "fresh cache", "zero dout gives zero grads",
+                   "params are live")
 
 
 def protocol_checks(report, snapshot, x, G, dx, grads):
@@ -101,6 +103,21 @@ def protocol_checks(report, snapshot, x, G, dx, grads):
                            f"grads {differ}: gradients accumulated (+=) across calls?")
         return True, "second forward+backward gives the same grads"
 
+    def fresh_cache():
+        probe = fresh()
+        if not np.array_equal(probe.forward(x.copy()), probe.forward(x.copy())):
+            return True, "skipped: forward is random from call to call (dropout in training)"
+        other = x + np.random.default_rng(12345).standard_normal(x.shape)
+        stale = fresh()
+        stale.forward(other)          # a different batch first, then the one backward is for
+        stale.forward(x.copy())
+        dx_stale = stale.backward(G.copy())
+        if not np.allclose(dx_stale, dx, rtol=1e-9, atol=1e-12) or any(
+                not np.allclose(stale.grads[k], grads[k], rtol=1e-9, atol=1e-12) for k in grads):
+            return False, ("after forward on another batch, then forward(x) and backward, the "
+                           "gradients differ from a fresh layer's: backward uses a stale cache")
+        return True, ""
+
     def zero_dout():
         layer = fresh()
         out = layer.forward(x.copy())
@@ -129,7 +146,7 @@ def protocol_checks(report, snapshot, x, G, dx, grads):
         return True, f"{len(params)} params" if params else "no params"
 
     functions = [deterministic, batch_axis, grads_match, dx_shape, x_unchanged, dout_unchanged,
-                 no_accumulation, zero_dout, params_live]
+                 no_accumulation, fresh_cache, zero_dout, params_live]
     for name, check in zip(PROTOCOL_CHECKS[1:], functions):  # [0] is run by gradcheck
         try:
             ok, detail = check()

@@ -14,6 +14,7 @@ from cnn_lessons import (AvgPool2D, BatchNorm, Conv2DNaive, Dense, Dropout, Flat
                          MaxPool2D, ReLU, Sigmoid, Softmax, Tanh)
 from cnn_lessons.activations import sigmoid
 from cnn_lessons.conv import conv2d_backward_naive, conv2d_forward_naive
+from checks.builtin import perturbed
 
 
 def normal(*shape, seed=0):
@@ -473,6 +474,38 @@ def make_flatten_wrong_order():
     return FlattenWrongOrder(), normal(2, 3, 2, 4)
 
 
+class TanhStaleCache(Tanh):
+    """Bug: keeps the output of the FIRST forward only (``if self.y is None: self.y = ...``),
+    so backward differentiates at an old input."""
+
+    y = None
+
+    def forward(self, x):
+        out = np.tanh(x)
+        if self.y is None:
+            self.y = out
+        return out
+
+    def backward(self, dout):
+        return dout * (1 - self.y ** 2)
+
+
+class BatchNormForgetsGamma(BatchNorm):
+    """Bug: the input gradient leaves out gamma -- still right while gamma is all ones, as at
+    initialisation, which is why the harness checks layers at perturbed parameters."""
+
+    def backward(self, dout):
+        return super().backward(dout) / self.params["gamma"]   # (N, D): gamma per column
+
+
+def make_tanh_stale_cache():
+    return TanhStaleCache(), normal(3, 8)
+
+
+def make_batchnorm_forgets_gamma():
+    return perturbed(BatchNormForgetsGamma(5)), normal(8, 5)
+
+
 def make_flatten_loses_batch_axis():
     return FlattenLosesBatchAxis(), normal(2, 3, 2, 4)
 
@@ -534,6 +567,8 @@ EXPECTED = {
     make_relu_modifies_dout: "dout unchanged by backward",
     make_flatten_wrong_order: "dL/dx",
     make_flatten_loses_batch_axis: "batch axis kept",
+    make_tanh_stale_cache: "fresh cache",
+    make_batchnorm_forgets_gamma: "dL/dx",
     make_dropout_mask_redrawn: "dL/dx",
     make_dropout_global_random: "deterministic forward",
     make_batchnorm_no_mean_terms: "dL/dx",
