@@ -74,7 +74,9 @@ def parse_args(argv=None):
     src.add_argument("--sample", action="store_true",
                      help="use the sample shipped with the package even if full MNIST is set")
     p.add_argument("--no-torch", action="store_true", help="skip PyTorch even if installed")
-    p.add_argument("--lr", type=float, default=2e-3, help="Adam's learning rate (both sides)")
+    p.add_argument("--lr", type=float, default=None,
+                   help="Adam's learning rate on both sides (default: the cnn training recipe's, "
+                        "else 1e-3); held constant")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--chunks", type=int, default=None,
                    help="alternating chunks per measurement (default: about 20+ batches each, "
@@ -87,6 +89,8 @@ def parse_args(argv=None):
                    help="images for the loop-vs-vectorized Conv2D comparison (0 skips it)")
     p.add_argument("--json", default=None, metavar="FILE", help="write every number to FILE")
     args = p.parse_args(argv)
+    if args.lr is None:
+        args.lr = getattr(models, "RECIPES", {}).get("cnn", {}).get("lr", 1e-3)
     for name in ("batches", "batch_size", "threads", "numpy_threads", "chunks", "fb_batches",
                  "profile_batches"):
         value = getattr(args, name)
