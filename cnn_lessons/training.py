@@ -27,16 +27,21 @@ class TrainingDiverged(RuntimeError):
 
 
 def _check_finite(model, loss: float, step: int, epoch: int):
-    """Stop at the first non-finite number, naming the step and the layer."""
+    """Stop at the first non-finite number, naming the step and the layer where it appeared."""
     where = f"step {step} (epoch {epoch})"
     if not np.isfinite(loss):
         raise TrainingDiverged(f"{where}: the loss is {loss}; lower the learning rate or check "
                                "the initialisation and the loss's numerical stability")
-    for i, layer in enumerate(model.layers):
-        for name, g in layer.grads.items():
-            if not np.isfinite(g).all():
-                raise TrainingDiverged(f"{where}: layer {i} {layer!r} has a non-finite "
-                                       f"gradient grads[{name!r}]")
+    bad = [(i, name) for i, layer in enumerate(model.layers)
+           for name, g in layer.grads.items() if not np.isfinite(g).all()]
+    if bad:
+        # backpropagation runs from the last layer to the first, and a NaN spreads downwards:
+        # the highest layer hit is where it appeared
+        i, name = bad[-1]
+        layers = sorted({j for j, _ in bad})
+        raise TrainingDiverged(f"{where}: layer {i} {model.layers[i]!r} has a non-finite gradient "
+                               f"grads[{name!r}] (the first one backpropagation met; layers "
+                               f"{layers} are affected)")
 
 
 def lr_at(schedule, base_lr: float, epoch_fraction: float, epochs: int) -> float:
