@@ -114,6 +114,17 @@ class _Pool2D(Layer):
             for v in range(kw):
                 yield slice(u, u + sh * (ho - 1) + 1, sh), slice(v, v + sw * (wo - 1) + 1, sw)
 
+    def _combine(self, xt, ho, wo, ufunc):
+        """Fold the ``kh * kw`` window entries together with ``ufunc`` (``np.maximum`` for max
+        pooling, ``np.add`` for average pooling): ``(N, H, W, C) -> (N, Ho, Wo, C)``."""
+        out = None
+        for sl_h, sl_w in self._offsets(ho, wo):
+            if out is None:
+                out = xt[:, sl_h, sl_w, :].copy()
+            else:
+                ufunc(out, xt[:, sl_h, sl_w, :], out=out)
+        return out
+
     def _overlapping(self) -> bool:
         return self.stride[0] < self.kernel_size[0] or self.stride[1] < self.kernel_size[1]
 
@@ -129,12 +140,7 @@ class MaxPool2D(_Pool2D):
         """``x (N, C, H, W) -> (N, C, Ho, Wo)``."""
         x, ho, wo = self._output_hw(x)
         xt = x.transpose(0, 2, 3, 1)
-        out = None
-        for sl_h, sl_w in self._offsets(ho, wo):
-            if out is None:
-                out = xt[:, sl_h, sl_w, :].copy()                  # (N, Ho, Wo, C)
-            else:
-                np.maximum(out, xt[:, sl_h, sl_w, :], out=out)
+        out = self._combine(xt, ho, wo, np.maximum)                # (N, Ho, Wo, C)
         self._cache = (xt, out)
         return out.transpose(0, 3, 1, 2)
 
@@ -148,7 +154,8 @@ class MaxPool2D(_Pool2D):
         dt = self._check_dout(dout, (n, c, ho, wo)).transpose(0, 2, 3, 1)
         tiles = (not self._overlapping() and xt.shape[1] == ho * self.kernel_size[0]
                  and xt.shape[2] == wo * self.kernel_size[1])   # windows cover every input once
-        dx = (np.empty if tiles else np.zeros)(xt.shape, dtype=np.result_type(dout, xt))  # (N, H, W, C)
+        dtype = np.result_type(dout, xt)
+        dx = np.empty(xt.shape, dtype) if tiles else np.zeros(xt.shape, dtype)   # (N, H, W, C)
         taken = np.zeros(out.shape, dtype=bool)       # windows whose winner is already found
         winner = np.empty(out.shape, dtype=bool)
         for sl_h, sl_w in self._offsets(ho, wo):
@@ -169,12 +176,7 @@ class AvgPool2D(_Pool2D):
         """``x (N, C, H, W) -> (N, C, Ho, Wo)``."""
         x, ho, wo = self._output_hw(x)
         xt = x.transpose(0, 2, 3, 1)
-        out = None
-        for sl_h, sl_w in self._offsets(ho, wo):
-            if out is None:
-                out = xt[:, sl_h, sl_w, :].copy()
-            else:
-                out += xt[:, sl_h, sl_w, :]
+        out = self._combine(xt, ho, wo, np.add)                    # (N, Ho, Wo, C)
         out /= x.dtype.type(self.kernel_size[0] * self.kernel_size[1])
         self._cache = (xt.shape, x.dtype, ho, wo)
         return out.transpose(0, 3, 1, 2)
