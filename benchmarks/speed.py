@@ -577,7 +577,7 @@ def naive_vs_vectorized(model, input_shape, n_images, seed):
         start = time.perf_counter()
         out_f, dx_f, g_f = run(fast)
         times.append(time.perf_counter() - start)
-    t_fast = statistics.median(times)
+    t_fast = min(times)                  # as timeit does: the run least disturbed
     diff = max(float(np.max(np.abs(a - b))) for a, b in
                [(out_n, out_f), (dx_n, dx_f)] + [(g_n[k], g_f[k]) for k in g_n])
     return {"layer": repr(layer), "input_shape": [n_images, *shape],
@@ -761,7 +761,7 @@ def run(args, results, info, threads, numpy_threads) -> int:
             say(f"{naive['layer']} on input {tuple(naive['input_shape'])}, forward+backward:",
                 f"  loops:      {naive['naive_seconds'] * 1e3:10.1f} ms",
                 f"  vectorized: {naive['vectorized_seconds'] * 1e3:10.2f} ms "
-                f"(median of {naive['vectorized_repeats']})",
+                f"(fastest of {naive['vectorized_repeats']})",
                 f"  speed-up:   {naive['speedup']:10.0f}x   (outputs and gradients agree to "
                 f"{naive['max_abs_diff']:.1e})")
     results["naive_conv"] = naive
