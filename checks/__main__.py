@@ -81,8 +81,13 @@ def table_rows(label, report):
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in ("assign", "grade"):     # classroom commands: checks/assign.py, grade.py
+        return importlib.import_module(f"checks.{argv[0]}").main(argv[1:])
     parser = Parser(prog=PROG, description=DESCRIPTION,
-                    epilog="Exit status: 0 all checks pass, 1 a check fails, 2 bad argument.")
+                    epilog="Exit status: 0 all checks pass, 1 a check fails, 2 bad argument. "
+                           "Classroom commands (see their --help): python -m checks assign "
+                           "CHAPTER.md --out DIR; python -m checks grade SUBMISSION.ipynb.")
     parser.add_argument("targets", nargs="*", metavar="module:callable",
                         help="a function returning (layer, x); default: every built-in layer")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
