@@ -535,3 +535,12 @@ def test_chapter_blank_scores_zero_and_solution_full_marks(chapter, tmp_path):
     assert all(c.status in ("failed", "error") for c in blank.cells), str(blank)
     full = grade.grade_notebook(teacher, reference=student, timeout=300)
     assert full.score == full.max_score == points, str(full)
+
+
+def test_the_teaching_chapter_is_not_an_assignment():
+    teaching = ROOT / "book" / "13-teaching.md"
+    if not teaching.exists():
+        pytest.skip("no teaching chapter")
+    with pytest.raises(AssignmentError, match="13-teaching.md"):
+        make_assignment(teaching, ROOT / "never-written")
+    assert not (ROOT / "never-written").exists()
