@@ -262,17 +262,21 @@ def alternate(runners, step: str, x, y, batches, chunks: int):
     """Time ``runner.<step>`` on ``batches``, split into ``chunks`` chunks, the runners taking
     turns chunk by chunk (A B A B ...) so that both see the same moments of machine noise.
 
-    Returns ``{runner name: {"seconds": [...], "batches": [...]}}``, one entry per chunk."""
+    Returns ``{runner name: {"seconds": [...], "batches": [...], "batch_seconds": [...]}}``:
+    each chunk's time and number of batches, and the time of every batch."""
     bounds = np.linspace(0, len(batches), chunks + 1).round().astype(int)
-    out = {r.name: {"seconds": [], "batches": []} for r in runners}
+    out = {r.name: {"seconds": [], "batches": [], "batch_seconds": []} for r in runners}
+    clock = time.perf_counter
     for k in range(chunks):
         part = batches[bounds[k]:bounds[k + 1]]
         for r in runners:
-            run = getattr(r, step)
-            start = time.perf_counter()
+            run, times = getattr(r, step), out[r.name]["batch_seconds"]
+            start = clock()
             for idx in part:
+                t = clock()
                 run(x[idx], y[idx])
-            out[r.name]["seconds"].append(time.perf_counter() - start)
+                times.append(clock() - t)
+            out[r.name]["seconds"].append(clock() - start)
             out[r.name]["batches"].append(len(part))
     return out
 
@@ -290,12 +294,14 @@ def default_chunks(n_batches: int) -> int:
 
 
 def summarize(chunks, batch_size, batches_per_epoch):
-    """Totals and medians of one runner's chunks; ``*_best`` from its fastest chunk (the
-    least disturbed by other jobs)."""
+    """Totals and medians of one runner's timings: ``epoch_seconds`` is the median batch time
+    times the batches of an epoch; ``*_best`` come from its fastest chunk (the one least
+    disturbed by other jobs)."""
     rates = [s / b for s, b in zip(chunks["seconds"], chunks["batches"])]   # s per batch
-    per_batch = statistics.median(rates)
+    per_batch = statistics.median(chunks["batch_seconds"])
     return {"chunk_seconds": [round(s, 4) for s in chunks["seconds"]],
             "chunk_batches": chunks["batches"],
+            "batch_seconds": [round(t, 5) for t in chunks["batch_seconds"]],
             "batches": sum(chunks["batches"]), "seconds_total": sum(chunks["seconds"]),
             "seconds_per_batch_median": per_batch,
             "epoch_seconds": per_batch * batches_per_epoch,
@@ -305,12 +311,10 @@ def summarize(chunks, batch_size, batches_per_epoch):
 
 
 def per_batch_spread(s) -> str:
-    """``ms/batch over 5 chunks: median 36.1, fastest 33.0, slowest 80.2``."""
+    """``ms/batch: median 36.1; chunk means 33.0 to 80.2``."""
     rates = [t / b * 1e3 for t, b in zip(s["chunk_seconds"], s["chunk_batches"])]
-    n = len(rates)
-    return (f"ms/batch over {n} chunk{'s' if n > 1 else ''}: median "
-            f"{s['seconds_per_batch_median'] * 1e3:.1f}, fastest {min(rates):.1f}, "
-            f"slowest {max(rates):.1f}")
+    return (f"ms/batch: median {s['seconds_per_batch_median'] * 1e3:.1f}; "
+            f"{len(rates)} chunk means {min(rates):.1f} to {max(rates):.1f}")
 
 
 def paired_ratio(a, b):
@@ -733,12 +737,13 @@ def run(args, results, info, threads, numpy_threads) -> int:
     ratios = None
     if torch is not None:
         ratios = {
-            "training": paired_ratio(timed["numpy"], timed["torch"]),
-            "training_of_medians": (train["numpy"]["epoch_seconds"]
-                                    / train["torch"]["epoch_seconds"]),
+            "training": train["numpy"]["epoch_seconds"] / train["torch"]["epoch_seconds"],
+            "training_paired": paired_ratio(timed["numpy"], timed["torch"]),
             "training_best": (train["numpy"]["epoch_seconds_best"]
                               / train["torch"]["epoch_seconds_best"]),
-            "forward_backward": paired_ratio(fb_timed["numpy"], fb_timed["torch"]),
+            "forward_backward": (fb["torch"]["images_per_second"]
+                                 / fb["numpy"]["images_per_second"]),
+            "forward_backward_paired": paired_ratio(fb_timed["numpy"], fb_timed["torch"]),
             "forward_backward_best": (fb["torch"]["images_per_second_best"]
                                       / fb["numpy"]["images_per_second_best"]),
         }
@@ -771,19 +776,19 @@ def run(args, results, info, threads, numpy_threads) -> int:
     heading("6. Summary")
     how = (f"EXTRAPOLATED from {n_batches} of {batches_per_epoch} batches of {B}" if extrapolated
            else f"{batches_per_epoch} batches of {B}")
-    pairs = f"median of {chunks} back-to-back chunk pair{'s' if chunks > 1 else ''}"
     say(f"numpy  epoch: {train['numpy']['epoch_seconds']:.1f} s   ({how}; fastest chunk "
         f"{train['numpy']['epoch_seconds_best']:.1f} s)")
     if ratios is not None:
         say(f"torch  epoch: {train['torch']['epoch_seconds']:.1f} s   "
             f"({threads} thread{'s' if threads > 1 else ''}; fastest chunk "
             f"{train['torch']['epoch_seconds_best']:.1f} s)",
-            f"ratio numpy/torch (training): {ratios['training']:.2f}x   ({pairs}; fastest "
-            f"chunks: {ratios['training_best']:.2f}x)",
+            f"ratio numpy/torch (training): {ratios['training']:.2f}x   (chunk pairs: "
+            f"{ratios['training_paired']:.2f}x, fastest chunks: {ratios['training_best']:.2f}x)",
             f"numpy  forward+backward: {fb['numpy']['images_per_second']:.0f} images/s",
             f"torch  forward+backward: {fb['torch']['images_per_second']:.0f} images/s",
             f"ratio numpy/torch (forward+backward): {ratios['forward_backward']:.2f}x   "
-            f"(fastest chunks: {ratios['forward_backward_best']:.2f}x)",
+            f"(chunk pairs: {ratios['forward_backward_paired']:.2f}x, fastest chunks: "
+            f"{ratios['forward_backward_best']:.2f}x)",
             f"cross-check max |numpy - torch| logits: "
             f"{results['cross_check']['forward_eval_max_abs_diff']:.1e}")
     else:
