@@ -73,7 +73,14 @@ def test_runs_with_torch(speed, capsys, tmp_path):
                  "ratio numpy/torch (forward+backward):"):
         assert line in out
     results = json.loads(out_json.read_text())
-    assert results["train"]["torch"]["batches"] == 3
+    train = results["train"]
+    assert train["torch"]["batches"] == 3 and len(train["torch"]["batch_seconds"]) == 3
+    # the summary's figures follow from the recorded batch times
+    for side in ("numpy", "torch"):
+        median = float(np.median(train[side]["batch_seconds"]))
+        assert train[side]["epoch_seconds"] == pytest.approx(median * 938, rel=1e-3)
+    assert results["ratio_numpy_over_torch"]["training"] == pytest.approx(
+        train["numpy"]["epoch_seconds"] / train["torch"]["epoch_seconds"])
     check = results["cross_check"]
     assert check["forward_eval_max_abs_diff"] < 1e-4
     assert check["float64_forward_train_max_abs_diff"] < 1e-10
