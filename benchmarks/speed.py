@@ -800,8 +800,9 @@ def run(args, results, info, threads, numpy_threads) -> int:
     start_load = (info["load_average"] or [0])[0]
     busy = load is not None and max(load[0], start_load) > info["usable_cores"]
     say(f"load average at start {info['load_average']}, at end {load}, on "
-        f"{info['usable_cores']} cores" + ("  -- BUSY: other jobs shared the machine, "
-                                          "the times above are inflated" if busy else ""))
+        f"{info['usable_cores']} cores" + ("  -- BUSY: other jobs shared the machine, the "
+                                          "times above are inflated (--threads 1 suffers "
+                                          "least from that)" if busy else ""))
     if args.json:
         write_json(args.json, results)
         say(f"numbers written to {args.json}")
