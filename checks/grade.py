@@ -283,25 +283,28 @@ def _death_text(code) -> str:
     return f"the kernel exited with status {code}"
 
 
-class _ThisPython:
-    """A kernel spec manager that always answers with the grader's own interpreter."""
+def this_python_kernel_specs():
+    """A kernel spec manager whose every kernel is the grader's own interpreter."""
+    from jupyter_client.kernelspec import KernelSpec, KernelSpecManager
 
-    def __new__(cls):
-        from jupyter_client.kernelspec import KernelSpec, KernelSpecManager
+    class ThisPython(KernelSpecManager):
+        def get_kernel_spec(self, kernel_name):
+            return KernelSpec(argv=[sys.executable, "-m", "ipykernel_launcher", "-f",
+                                    "{connection_file}"],
+                              display_name=f"Python ({sys.executable})", language="python")
 
-        class ThisPython(KernelSpecManager):
-            def get_kernel_spec(self, kernel_name):
-                return KernelSpec(argv=[sys.executable, "-m", "ipykernel_launcher", "-f",
-                                        "{connection_file}"],
-                                  display_name=f"Python ({sys.executable})", language="python")
-
-        return ThisPython()
+    return ThisPython()
 
 
 @dataclass
 class Outcome:
     status: str            # ok, error, timeout, crashed, not-run
     message: str = ""
+
+
+_QUIET = logging.getLogger("checks.grade.kernel")   # nbclient's log: timeouts are reported
+_QUIET.addHandler(logging.NullHandler())            # in the grade, not on stderr
+_QUIET.propagate = False
 
 
 def _client_class():
@@ -342,10 +345,7 @@ class Runner:
         self.probe = nbformat.v4.new_code_cell("pass")
         work = nbformat.v4.new_notebook(cells=self.cells + [self.probe],
                                         metadata=copy.deepcopy(nb.metadata))
-        quiet = logging.getLogger("checks.grade.kernel")
-        quiet.addHandler(logging.NullHandler())
-        quiet.propagate = False
-        self.client = _client_class()(work, timeout=timeout, allow_errors=True, log=quiet,
+        self.client = _client_class()(work, timeout=timeout, allow_errors=True, log=_QUIET,
                                       startup_timeout=STARTUP_TIMEOUT, iopub_timeout=2,
                                       raise_on_iopub_timeout=False)
         self.client.on_cell_executed = self._record
@@ -364,7 +364,8 @@ class Runner:
         if self.kernel_name:
             self.km = AsyncKernelManager(kernel_name=self.kernel_name)
         else:
-            self.km = AsyncKernelManager(kernel_name="python3", kernel_spec_manager=_ThisPython())
+            self.km = AsyncKernelManager(kernel_name="python3",
+                                         kernel_spec_manager=this_python_kernel_specs())
         await self.km.start_kernel(cwd=self.cwd, stdout=subprocess.DEVNULL,
                                    stderr=subprocess.DEVNULL,
                                    extra_arguments=["--HistoryManager.hist_file=:memory:"])

@@ -529,11 +529,11 @@ def test_chapter_blank_scores_zero_and_solution_full_marks(chapter, tmp_path):
     nb = jupytext.read(chapter)
     points = sum(c.metadata["nbgrader"]["points"] for c in nb.cells
                  if c.metadata.get("nbgrader", {}).get("grade"))
-    blank = grade.grade_notebook(student, reference=student, timeout=300)
+    blank = grade.grade_notebook(student, reference=student, timeout=600, total_timeout=3600)
     assert blank.max_score == points
     assert blank.score == 0, str(blank)
     assert all(c.status in ("failed", "error") for c in blank.cells), str(blank)
-    full = grade.grade_notebook(teacher, reference=student, timeout=300)
+    full = grade.grade_notebook(teacher, reference=student, timeout=600, total_timeout=3600)
     assert full.score == full.max_score == points, str(full)
 
 
