@@ -134,11 +134,11 @@ def cmd_evaluate(args) -> int:
             "misclassified": plots.misclassified_grid(data.x_test[ev.misclassified],
                                                       data.y_test[ev.misclassified],
                                                       ev.predictions[ev.misclassified]),
-            "feature_maps": plots.feature_maps(model, data.x_test[0]),
         }
         first = model.layers[0]
-        if "W" in first.params and first.params["W"].ndim == 4:
+        if "W" in first.params and first.params["W"].ndim == 4:        # a convolutional net
             figures["filters"] = plots.filters(first.params["W"])
+            figures["feature_maps"] = plots.feature_maps(model, data.x_test[0])
         for name, fig in figures.items():
             path = os.path.join(args.plots, f"{name}.png")
             plots.save(fig, path, close=True)
