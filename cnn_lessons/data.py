@@ -221,18 +221,22 @@ def check_sha256(data: bytes, name: str, where) -> None:
                         "file; delete it (a cached copy is downloaded again).")
 
 
-def download_mnist(folder=None, *, mirrors=None, progressbar=True) -> Path:
+def download_mnist(folder=None, *, mirrors=None, progressbar=None) -> Path:
     """Download the MNIST files missing from ``folder`` (default :func:`cache_dir`) and return
     the folder. ``mirrors``: base URLs to try in turn (default :data:`MIRRORS`).
 
     Each file is tried on each mirror in turn. A download goes into a temporary file in
     ``folder``, its decompressed contents are checked against :data:`SHA256`, and only then is
     it renamed into place: an interrupted or corrupted download never stays in the folder.
+    Messages go to stdout, and the progress bar (stderr) only to a terminal: a notebook that
+    downloads the data, such as a chapter of the book, then writes nothing to stderr.
     """
     import pooch  # imported here: only downloading needs it
     folder = Path(cache_dir() if folder is None else folder)
     mirrors = MIRRORS if mirrors is None else mirrors
     folder.mkdir(parents=True, exist_ok=True)
+    if progressbar is None:
+        progressbar = sys.stderr.isatty()
     downloader = pooch.HTTPDownloader(progressbar=progressbar, timeout=60)
     for name in FILE_NAMES:
         if find_file(folder, name) is not None:
@@ -243,7 +247,7 @@ def download_mnist(folder=None, *, mirrors=None, progressbar=True) -> Path:
             fd, tmp = tempfile.mkstemp(prefix=f".tmp-{name}-", suffix=".part", dir=folder)
             os.close(fd)
             try:
-                print(f"Downloading {url}", file=sys.stderr)
+                print(f"Downloading {url}", flush=True)
                 downloader(url, tmp, None)
                 check_sha256(read_bytes(tmp), name, where=url)
                 with open(tmp, "rb") as f:  # a server may have decompressed it on the way
