@@ -16,7 +16,7 @@ from cnn_lessons.layer import Layer
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "speed.py"
 QUICK = ["--sample", "--batches", "3", "--fb-batches", "2", "--profile-batches", "2",
-         "--naive-images", "2"]
+         "--naive-images", "2", "--threads", "1"]   # one thread: steady on a shared machine
 
 
 @pytest.fixture(scope="module")
@@ -65,9 +65,13 @@ def test_runs_without_torch(tmp_path):
 
 
 def test_runs_with_torch(speed, capsys, tmp_path):
-    pytest.importorskip("torch")
+    torch = pytest.importorskip("torch")
     out_json = tmp_path / "speed.json"
-    assert speed.main([*QUICK, "--json", str(out_json)]) == 0
+    threads = torch.get_num_threads()
+    try:
+        assert speed.main([*QUICK, "--json", str(out_json)]) == 0
+    finally:
+        torch.set_num_threads(threads)             # leave the other tests' PyTorch as it was
     out = capsys.readouterr().out
     for line in ("numpy  epoch:", "torch  epoch:", "ratio numpy/torch (training):",
                  "ratio numpy/torch (forward+backward):"):
