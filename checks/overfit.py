@@ -25,8 +25,9 @@ Dead ends are avoided, not failed: a sample whose output is all zeros (every ReL
 used, nor is a class whose values are all zeros for a sample -- no gradient can reach them.  A
 layer may refuse a batch of one with a ``ValueError`` (batch norm on ``(N, D)`` must: one value
 per feature has no variance); the one-sample stage is then skipped, and the report says so.
-The stem's matrix is ``D x D`` for ``D`` values per sample: meant for the small inputs a check
-uses (up to a few hundred values per sample).
+The stem's matrix is ``D x D`` for ``D`` values per sample, meant for the small inputs a check
+uses; above ``MAX_FULL`` values per sample it would not fit in memory (25,088 values make a
+2.5 GB matrix), and the stem becomes a learnable scale per value, ``x * m + c``, instead.
 """
 
 from __future__ import annotations
@@ -40,31 +41,42 @@ from cnn_lessons.optimizers import Adam   # protocol-level: updates any layer's 
 from .report import Report, error_text, layer_name
 
 CLASSES = 4   # K
+MAX_FULL = 1024   # values per sample up to which the stem is a full D x D matrix
 
 
 class LinearStem:
     """The stem, a learnable affine map of each flattened sample: ``z = x M + c``.
 
     ``x (N, ...) -> z`` of the same shape; ``M (D, D)`` starts as the identity (the layer first
-    sees ``x`` itself) and ``c (D,)`` at zero, with ``D`` the size of one sample.  It follows the
-    layer protocol, so Adam trains it like any layer.
+    sees ``x`` itself) and ``c (D,)`` at zero, with ``D`` the size of one sample.  Above
+    ``MAX_FULL`` values ``M`` is diagonal, stored as ``m (D,)``: ``z = x * m + c``.  It follows
+    the layer protocol, so Adam trains it like any layer.
     """
 
     def __init__(self, shape, dtype):
         d = int(np.prod(shape))
-        self.params = {"M": np.eye(d, dtype=dtype), "c": np.zeros(d, dtype=dtype)}
+        self.full = d <= MAX_FULL
+        scale = np.eye(d, dtype=dtype) if self.full else np.ones(d, dtype=dtype)
+        self.params = {"M" if self.full else "m": scale, "c": np.zeros(d, dtype=dtype)}
         self.grads: dict[str, np.ndarray] = {}
         self._x = None
 
     def forward(self, x):
         self._x = x.reshape(len(x), -1)
-        return (self._x @ self.params["M"] + self.params["c"]).reshape(x.shape)
+        if self.full:
+            z = self._x @ self.params["M"]
+        else:
+            z = self._x * self.params["m"]
+        return (z + self.params["c"]).reshape(x.shape)
 
     def backward(self, dout):
         d2 = dout.reshape(len(dout), -1)
-        self.grads["M"] = self._x.T @ d2
         self.grads["c"] = d2.sum(axis=0)
-        return (d2 @ self.params["M"].T).reshape(dout.shape)
+        if self.full:
+            self.grads["M"] = self._x.T @ d2
+            return (d2 @ self.params["M"].T).reshape(dout.shape)
+        self.grads["m"] = (self._x * d2).sum(axis=0)
+        return (d2 * self.params["m"]).reshape(dout.shape)
 
 
 class Head:

@@ -428,3 +428,15 @@ def test_overfit_leaves_the_layer_alone():
     before = {k: p.copy() for k, p in layer.params.items()}
     checks.overfit_one_sample(layer, np.ones((2, 3)))
     assert all(np.array_equal(layer.params[k], before[k]) for k in before)
+
+
+def test_overfit_on_a_large_input_uses_a_diagonal_stem():
+    """A (4, 32, 28, 28) batch has 25,088 values per sample: a D x D stem would need 2.5 GB."""
+    from checks.overfit import MAX_FULL, LinearStem
+    x = np.random.default_rng(0).random((4, 32, 28, 28))
+    stem = LinearStem(x.shape[1:], np.float64)
+    assert not stem.full and stem.params["m"].shape == (32 * 28 * 28,) > (MAX_FULL,)
+    report = checks.overfit_one_sample(MaxPool2D(2), x)
+    assert report.ok, str(report)
+    # and the diagonal stem's own gradient is right
+    assert checks.gradcheck(stem, x[:2]).ok
