@@ -153,7 +153,8 @@ def main(argv=None) -> int:
     try:
         return {"train": cmd_train, "evaluate": cmd_evaluate}[args.command](args)
     except (DataError, ModelFileError, ValueError, OSError) as err:
-        print(f"python -m cnn_lessons {args.command}: error: {err}", file=sys.stderr)
+        message = " ".join(line.strip() for line in str(err).splitlines())   # one line
+        print(f"python -m cnn_lessons {args.command}: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
