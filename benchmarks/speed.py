@@ -644,7 +644,8 @@ def run(args, results, info, threads, numpy_threads) -> int:
     torch, why_not = import_torch(args)
     if torch is not None:
         torch.set_num_threads(threads)
-        say(f"PyTorch {torch.__version__}: {torch.get_num_threads()} threads, "
+        n = torch.get_num_threads()
+        say(f"PyTorch {torch.__version__}: {n} thread{'s' if n > 1 else ''}, "
             f"oneDNN {'on' if torch.backends.mkldnn.is_available() else 'off'}")
         results["machine"]["torch"] = {"version": torch.__version__,
                                        "threads": torch.get_num_threads()}
