@@ -262,6 +262,10 @@ def alternate(runners, step: str, x, y, batches, chunks: int):
     """Time ``runner.<step>`` on ``batches``, split into ``chunks`` chunks, the runners taking
     turns chunk by chunk (A B A B ...) so that both see the same moments of machine noise.
 
+    Each chunk starts with one untimed step on its first batch: the first step after the
+    other library ran is slow (its threads are still spinning down, ours waking up), and a
+    library used alone does not pay that.
+
     Returns ``{runner name: {"seconds": [...], "batches": [...], "batch_seconds": [...]}}``:
     each chunk's time and number of batches, and the time of every batch."""
     bounds = np.linspace(0, len(batches), chunks + 1).round().astype(int)
@@ -271,6 +275,7 @@ def alternate(runners, step: str, x, y, batches, chunks: int):
         part = batches[bounds[k]:bounds[k + 1]]
         for r in runners:
             run, times = getattr(r, step), out[r.name]["batch_seconds"]
+            run(x[part[0]], y[part[0]])                     # untimed: the switch-over
             start = clock()
             for idx in part:
                 t = clock()
