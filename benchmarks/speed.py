@@ -79,8 +79,8 @@ def parse_args(argv=None):
                         "else 1e-3); held constant")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--chunks", type=int, default=None,
-                   help="alternating chunks per measurement (default: about 20+ batches each, "
-                        "at most 10)")
+                   help="alternating chunks per measurement (default: about 20 batches each, "
+                        "at most 50)")
     p.add_argument("--fb-batches", type=int, default=None,
                    help="batches for the forward+backward measurement (default: min(batches, 200))")
     p.add_argument("--profile-batches", type=int, default=None,
@@ -659,7 +659,11 @@ def run(args, results, info, threads, numpy_threads) -> int:
         results["machine"]["torch"] = None
 
     # -- data, model, batches
-    x, y, source = load_data(args)
+    try:
+        x, y, source = load_data(args)
+    except ValueError as err:           # cnn_lessons.data.DataError: missing or corrupt files
+        print(f"speed.py: {err}", file=sys.stderr)
+        return 2
     B = args.batch_size
     images_per_epoch, batches_per_epoch = epoch_layout(len(x), B)
     n_batches = args.batches or batches_per_epoch

@@ -64,6 +64,13 @@ def test_runs_without_torch(tmp_path):
     assert results["naive_conv"]["speedup"] > 0
 
 
+def test_missing_data_folder_is_a_clear_error(speed, tmp_path, capsys):
+    code = speed.main(["--data-dir", str(tmp_path / "nowhere"), "--no-torch", "--batches", "1"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "speed.py:" in err and "nowhere" in err and "does not exist" in err
+
+
 def test_runs_with_torch(speed, capsys, tmp_path):
     torch = pytest.importorskip("torch")
     out_json = tmp_path / "speed.json"
