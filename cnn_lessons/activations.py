@@ -34,8 +34,8 @@ class ReLU(Layer):
         return np.maximum(x, 0, dtype=x.dtype)
 
     def backward(self, dout):
-        mask = self._cache
-        dout = self._check_dout(dout, mask.shape if mask is not None else ())
+        mask = self._saved()
+        dout = self._check_dout(dout, mask.shape)
         return dout * mask
 
 
@@ -56,8 +56,8 @@ class LeakyReLU(Layer):
         return np.where(positive, x, x * x.dtype.type(self.negative_slope))
 
     def backward(self, dout):
-        positive = self._cache
-        dout = self._check_dout(dout, positive.shape if positive is not None else ())
+        positive = self._saved()
+        dout = self._check_dout(dout, positive.shape)
         return np.where(positive, dout, dout * dout.dtype.type(self.negative_slope))
 
 
@@ -77,8 +77,8 @@ class Sigmoid(Layer):
         return y
 
     def backward(self, dout):
-        y = self._cache
-        dout = self._check_dout(dout, y.shape if y is not None else ())
+        y = self._saved()
+        dout = self._check_dout(dout, y.shape)
         return dout * y * (1 - y)
 
 
@@ -92,8 +92,8 @@ class Tanh(Layer):
         return y
 
     def backward(self, dout):
-        y = self._cache
-        dout = self._check_dout(dout, y.shape if y is not None else ())
+        y = self._saved()
+        dout = self._check_dout(dout, y.shape)
         return dout * (1 - y * y)
 
 
@@ -119,6 +119,6 @@ class Softmax(Layer):
         return y
 
     def backward(self, dout):
-        y = self._cache
-        dout = self._check_dout(dout, y.shape if y is not None else ())
+        y = self._saved()
+        dout = self._check_dout(dout, y.shape)
         return y * (dout - (dout * y).sum(axis=-1, keepdims=True))

@@ -158,9 +158,7 @@ class Conv2D(Layer):
 
     def backward(self, dout):
         """``dout (N, F, Ho, Wo) -> dx (N, C, H, W)``; fills ``grads['W']`` and ``grads['b']``."""
-        if self._cache is None:
-            self._check_dout(dout, ())
-        x_shape, cols2d, ho, wo = self._cache
+        x_shape, cols2d, ho, wo = self._saved()
         n, c, h, w = x_shape
         f = self.out_channels
         dout = self._check_dout(dout, (n, f, ho, wo))
@@ -191,9 +189,7 @@ class Conv2DNaive(Conv2D):
         return conv2d_forward_naive(x, self.params["W"], self.params["b"], self.stride, self.padding)
 
     def backward(self, dout):
-        if self._cache is None:
-            self._check_dout(dout, ())
-        x, ho, wo = self._cache
+        x, ho, wo = self._saved()
         dout = self._check_dout(dout, (x.shape[0], self.out_channels, ho, wo))
         dx, self.grads["W"], self.grads["b"] = conv2d_backward_naive(
             dout, x, self.params["W"], self.stride, self.padding)

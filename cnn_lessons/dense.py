@@ -38,8 +38,8 @@ class Dense(Layer):
 
     def backward(self, dout):
         """``dout (N, out_features) -> dx (N, in_features)``; fills ``grads['W']``, ``grads['b']``."""
-        x = self._cache
-        dout = self._check_dout(dout, (len(x) if x is not None else -1, self.out_features))
+        x = self._saved()
+        dout = self._check_dout(dout, (len(x), self.out_features))
         self.grads["W"] = x.T @ dout
         self.grads["b"] = dout.sum(axis=0)
         return dout @ self.params["W"].T

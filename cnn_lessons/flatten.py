@@ -22,7 +22,6 @@ class Flatten(Layer):
         return x.reshape(x.shape[0], -1)
 
     def backward(self, dout):
-        shape = self._cache
-        n = shape[0] if shape is not None else -1
-        dout = self._check_dout(dout, (n, int(np.prod(shape[1:]))) if shape is not None else ())
+        shape = self._saved()
+        dout = self._check_dout(dout, (shape[0], int(np.prod(shape[1:]))))
         return dout.reshape(shape)

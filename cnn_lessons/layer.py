@@ -80,13 +80,17 @@ class Layer:
                 )
         return x
 
-    def _check_dout(self, dout, expected_shape: tuple[int, ...]) -> np.ndarray:
-        """Check that ``backward`` follows a ``forward`` and ``dout`` has the output's shape."""
+    def _saved(self):
+        """What ``forward`` saved for ``backward``; refuses a backward no forward preceded."""
         if self._cache is None:
             raise RuntimeError(
                 f"{self!r}: backward() was called before forward(); "
                 "run forward(x) first so the layer has something to differentiate"
             )
+        return self._cache
+
+    def _check_dout(self, dout, expected_shape: tuple[int, ...]) -> np.ndarray:
+        """Check that ``dout`` has the shape ``forward`` returned."""
         dout = np.asarray(dout)
         if dout.shape != tuple(expected_shape):
             raise ValueError(

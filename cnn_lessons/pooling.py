@@ -147,9 +147,7 @@ class MaxPool2D(_Pool2D):
     def backward(self, dout):
         """``dout (N, C, Ho, Wo) -> dx (N, C, H, W)``: each window's gradient goes to its
         winner, the FIRST input (row-major) equal to the window's maximum."""
-        if self._cache is None:
-            self._check_dout(dout, ())
-        xt, out = self._cache
+        xt, out = self._saved()
         n, ho, wo, c = out.shape
         dt = self._check_dout(dout, (n, c, ho, wo)).transpose(0, 2, 3, 1)
         tiles = (not self._overlapping() and xt.shape[1] == ho * self.kernel_size[0]
@@ -183,9 +181,7 @@ class AvgPool2D(_Pool2D):
 
     def backward(self, dout):
         """``dout (N, C, Ho, Wo) -> dx (N, C, H, W)``: ``dout / (kh kw)`` to every window entry."""
-        if self._cache is None:
-            self._check_dout(dout, ())
-        (n, h, w, c), dtype, ho, wo = self._cache
+        (n, h, w, c), dtype, ho, wo = self._saved()
         dt = self._check_dout(dout, (n, c, ho, wo)).transpose(0, 2, 3, 1)
         share = dt / dt.dtype.type(self.kernel_size[0] * self.kernel_size[1])
         dx = np.zeros((n, h, w, c), dtype=np.result_type(dout, dtype))
@@ -204,8 +200,6 @@ class MaxPool2DNaive(MaxPool2D):
         return out
 
     def backward(self, dout):
-        if self._cache is None:
-            self._check_dout(dout, ())
-        x, argmax = self._cache  # (N, C, H, W) input and (N, C, Ho, Wo) winners
+        x, argmax = self._saved()  # (N, C, H, W) input and (N, C, Ho, Wo) winners
         dout = self._check_dout(dout, argmax.shape)
         return maxpool_backward_naive(dout, x.shape, argmax, self.kernel_size, self.stride)

@@ -55,7 +55,7 @@ class Dropout(Layer):
         return x * mask
 
     def backward(self, dout):
-        mask, shape = self._cache if self._cache is not None else (None, ())
+        mask, shape = self._saved()
         dout = self._check_dout(dout, shape)
         return dout * mask
 
@@ -129,8 +129,8 @@ class BatchNorm(Layer):
 
     def backward(self, dout):
         """``dout -> dx`` (same shape); fills ``grads['gamma']`` and ``grads['beta']``."""
-        xhat, inv_std, batch_stats, shape = self._cache if self._cache is not None else (None,) * 4
-        dout = self._check_dout(dout, shape if shape is not None else ())
+        xhat, inv_std, batch_stats, shape = self._saved()
+        dout = self._check_dout(dout, shape)
         d2 = self._rows(dout)                                      # (M, C)
         self.grads["gamma"] = np.einsum("ij,ij->j", d2, xhat)
         self.grads["beta"] = d2.sum(axis=0)
