@@ -17,12 +17,12 @@ Everything here works on integer class labels, ``y_true (N,)`` and ``y_pred (N,)
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 
 import numpy as np
 
 from .losses import SoftmaxCrossEntropy
+from .model import eval_mode  # noqa: F401  (part of this module's interface)
 
 
 # -- checking labels -------------------------------------------------------------------------
@@ -110,31 +110,6 @@ def misclassified(y_true, y_pred) -> np.ndarray:
 
 
 # -- running a model ------------------------------------------------------------------------------
-
-@contextlib.contextmanager
-def eval_mode(model):
-    """``with eval_mode(model): ...`` -- evaluation mode inside, the previous mode afterwards.
-
-    For a model with ``layers`` (a :class:`~cnn_lessons.model.Sequential`) each layer's own
-    ``training`` flag is put back exactly as it was, even if the block raises.
-    """
-    layers = getattr(model, "layers", None)
-    if layers is not None:
-        before = [(layer, layer.training) for layer in layers if hasattr(layer, "training")]
-        model.eval()
-        try:
-            yield model
-        finally:
-            for layer, flag in before:
-                layer.training = flag
-    else:
-        was_training = getattr(model, "training", False)
-        model.eval()
-        try:
-            yield model
-        finally:
-            model.train(was_training)
-
 
 @dataclass(eq=False)          # holds arrays: compare fields, not evaluations
 class Evaluation:

@@ -11,6 +11,7 @@ leaves a half-written model behind.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -30,6 +31,31 @@ def layer_types() -> dict[str, type]:
             if isinstance(obj, type) and hasattr(obj, "forward") and obj.__module__ == module.__name__:
                 classes[name] = obj
     return classes
+
+
+@contextlib.contextmanager
+def eval_mode(model):
+    """``with eval_mode(model): ...`` -- evaluation mode inside, the previous mode afterwards.
+
+    For a model with ``layers`` (a :class:`~cnn_lessons.model.Sequential`) each layer's own
+    ``training`` flag is put back exactly as it was, even if the block raises.
+    """
+    layers = getattr(model, "layers", None)
+    if layers is not None:
+        before = [(layer, layer.training) for layer in layers if hasattr(layer, "training")]
+        model.eval()
+        try:
+            yield model
+        finally:
+            for layer, flag in before:
+                layer.training = flag
+    else:
+        was_training = getattr(model, "training", False)
+        model.eval()
+        try:
+            yield model
+        finally:
+            model.train(was_training)
 
 
 class ModelFileError(ValueError):
@@ -72,13 +98,9 @@ class Sequential:
 
     def predict(self, x, batch_size: int = 1000) -> np.ndarray:
         """Class predictions ``(N,)`` in evaluation mode, in batches; restores the mode after."""
-        was_training = self.training
-        self.eval()
-        try:
+        with eval_mode(self):
             return np.concatenate([self.forward(x[i:i + batch_size]).argmax(axis=1)
                                    for i in range(0, len(x), batch_size)])
-        finally:
-            self.train(was_training)
 
     # -- modes and parameters -----------------------------------------------------------
     @property
@@ -107,19 +129,15 @@ class Sequential:
     def summary(self, input_shape) -> str:
         """A table of output shape and parameter count per layer, for one input of
         ``input_shape`` (without the batch axis), e.g. ``(1, 28, 28)``."""
-        was_training = self.training
-        self.eval()
-        try:
-            params = next((p for _, p in self.named_params()), np.zeros(0, np.float32))
-            x = np.zeros((1, *input_shape), dtype=params.dtype)
-            rows = [("layer", "output shape", "params")]
+        params = next((p for _, p in self.named_params()), np.zeros(0, np.float32))
+        x = np.zeros((1, *input_shape), dtype=params.dtype)
+        rows = [("layer", "output shape", "params")]
+        with eval_mode(self):
             for i, layer in enumerate(self.layers):
                 x = layer.forward(x)
                 count = sum(p.size for p in layer.params.values())
                 shape = "(" + ", ".join(["N", *map(str, x.shape[1:])]) + ")"
                 rows.append((f"{i}: {layer!r}", shape, f"{count:,}"))
-        finally:
-            self.train(was_training)
         rows.append(("total", "", f"{self.num_params():,}"))
         widths = [max(len(r[k]) for r in rows) for k in range(3)]
         lines = [f"{a:<{widths[0]}}  {b:<{widths[1]}}  {c:>{widths[2]}}" for a, b, c in rows]

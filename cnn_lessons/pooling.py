@@ -43,7 +43,7 @@ def maxpool_forward_naive(x, kernel_size, stride):
 
 def maxpool_backward_naive(dout, x_shape, argmax, kernel_size, stride):
     """Route each ``dout[n, c, i, j]`` to the input that won window ``(i, j)``; returns ``dx``."""
-    (kh, kw), (sh, sw) = kernel_size, stride
+    (_, kw), (sh, sw) = kernel_size, stride
     dx = np.zeros(x_shape, dtype=dout.dtype)
     n_, c_, ho, wo = dout.shape
     for n in range(n_):

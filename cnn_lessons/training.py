@@ -18,6 +18,7 @@ import time
 
 import numpy as np
 
+from .evaluation import evaluate
 from .layer import as_rng
 from .losses import SoftmaxCrossEntropy
 
@@ -60,20 +61,10 @@ def lr_at(schedule, base_lr: float, epoch_fraction: float, epochs: int) -> float
 
 
 def evaluate_loss_accuracy(model, x, y, loss_fn=None, batch_size: int = 1000):
-    """Mean loss and accuracy of ``model`` on ``x (N, ...)``, ``y (N,)``, in evaluation mode."""
-    loss_fn = loss_fn or SoftmaxCrossEntropy()
-    was_training = model.training
-    model.eval()
-    total_loss, correct = 0.0, 0
-    try:
-        for i in range(0, len(x), batch_size):
-            logits = model.forward(x[i:i + batch_size])
-            yb = y[i:i + batch_size]
-            total_loss += loss_fn.forward(logits, yb) * len(yb)
-            correct += int((logits.argmax(axis=1) == yb).sum())
-    finally:
-        model.train(was_training)
-    return total_loss / len(x), correct / len(x)
+    """Mean loss and accuracy of ``model`` on ``x (N, ...)``, ``y (N,)``, in evaluation mode
+    (:func:`cnn_lessons.evaluation.evaluate`, reduced to the two numbers training records)."""
+    ev = evaluate(model, x, y, batch_size=batch_size, loss=loss_fn)
+    return ev.loss, ev.accuracy
 
 
 def train(model, x_train, y_train, *, epochs: int = 1, batch_size: int = 64, optimizer,
