@@ -36,7 +36,6 @@ import os
 import platform
 import statistics
 import sys
-import tempfile
 import time
 
 import numpy as np
@@ -46,6 +45,7 @@ from cnn_lessons import models
 from cnn_lessons.activations import LeakyReLU, ReLU, Sigmoid, Softmax, Tanh
 from cnn_lessons.conv import Conv2D, Conv2DNaive
 from cnn_lessons.dense import Dense
+from cnn_lessons.files import atomic_write
 from cnn_lessons.flatten import Flatten
 from cnn_lessons.losses import SoftmaxCrossEntropy
 from cnn_lessons.optimizers import Adam
@@ -599,18 +599,9 @@ def naive_vs_vectorized(model, input_shape, n_images, seed):
 
 def write_json(path, results):
     """Write ``results`` to ``path`` atomically (a temporary file renamed into place)."""
-    path = os.path.abspath(path)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=os.path.dirname(path))
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(results, f, indent=2)
-            f.write("\n")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    with atomic_write(path, "w") as f:
+        json.dump(results, f, indent=2)
+        f.write("\n")
 
 
 def import_torch(args):

@@ -39,13 +39,13 @@ from __future__ import annotations
 import argparse
 import copy
 import hashlib
-import os
 import re
 import sys
-import tempfile
 from pathlib import Path
 
 import nbformat
+
+from cnn_lessons.files import atomic_write
 
 BEGIN = "### BEGIN SOLUTION"
 END = "### END SOLUTION"
@@ -454,18 +454,8 @@ def teacher_notebook(path: Path, nb):
 
 def write_notebook(nb, path: Path) -> None:
     """Write ``nb`` to ``path`` atomically (a temporary file in the same folder, then rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            nbformat.write(nb, f)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)      # mkstemp makes it private; a notebook is not
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path, "w", encoding="utf-8") as f:
+        nbformat.write(nb, f)
 
 
 def make_assignment(chapter, out_dir, *, nbgrader: bool = False) -> list[Path]:

@@ -14,7 +14,6 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 import time
 
 
@@ -61,11 +60,9 @@ def _positive(name, value):
 
 
 def _write_json_atomic(path, obj):
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=folder)
-    with os.fdopen(fd, "w") as f:
+    from .files import atomic_write
+    with atomic_write(path, "w") as f:
         json.dump(obj, f, indent=1)
-    os.replace(tmp, path)
 
 
 def cmd_train(args) -> int:

@@ -14,9 +14,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import tempfile
 
 import numpy as np
+
+from .files import atomic_write
 
 FORMAT = "cnn_lessons.Sequential/1"
 
@@ -163,19 +164,8 @@ class Sequential:
         e.g. ``test_accuracy=0.993``) is stored alongside and returned by :func:`read_metadata`."""
         path = os.fspath(path)
         header = json.dumps({"format": FORMAT, "layers": self.spec(), "metadata": metadata})
-        folder = os.path.dirname(os.path.abspath(path))
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=folder)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, __model__=np.array(header), **self.state())
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(tmp, 0o666 & ~umask)      # mkstemp makes files private; models are not
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-            raise
+        with atomic_write(path) as f:
+            np.savez(f, __model__=np.array(header), **self.state())
 
     def load_state(self, path) -> "Sequential":
         """Load the arrays of a saved model into this one, refusing a file whose layers (types

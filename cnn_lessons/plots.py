@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 
 import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.ticker import MaxNLocator, PercentFormatter
 
 from .evaluation import eval_mode
+from .files import atomic_write
 
 BOOK_WIDTH = 9.0          # inches: a figure this wide fits the page at a readable font size
 
@@ -353,18 +353,8 @@ def save(fig, path, dpi: int = 150, close: bool = False) -> str:
     closes the figure afterwards (what scripts want).
     """
     path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".png", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            fig.savefig(f, format="png", dpi=dpi)
-        os.chmod(tmp, 0o644)                        # mkstemp makes it private; figures are not
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    with atomic_write(path) as f:
+        fig.savefig(f, format="png", dpi=dpi)
     if close:
         plt.close(fig)
     return path

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from cnn_lessons.data import ENV_VAR, SAMPLE_PATH, read_mnist  # noqa: E402
+from cnn_lessons.files import atomic_write  # noqa: E402
 
 
 def stratified_indices(labels: np.ndarray, per_class: int, rng) -> np.ndarray:
@@ -57,16 +57,8 @@ def make_sample(data_dir, out, *, train_per_class=500, test_per_class=100, seed=
         "train_index": train_index, "test_index": test_index,
     }
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=out.parent)
-    try:  # written to a temporary file, then renamed into place
-        with os.fdopen(fd, "wb") as f:
-            np.savez_compressed(f, **arrays)
-        os.replace(tmp, out)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    with atomic_write(out) as f:  # a temporary file, renamed into place when complete
+        np.savez_compressed(f, **arrays)
     with np.load(out, allow_pickle=False) as f:  # read it back
         for key, value in arrays.items():
             assert np.array_equal(f[key], value) and f[key].dtype == value.dtype, key
