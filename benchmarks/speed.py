@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import copy
 import datetime
+import inspect
 import json
 import math
 import os
@@ -222,13 +223,13 @@ class NumpyRunner:
     def train_step(self, xb, yb):
         logits = self.model.forward(xb)
         self.loss.forward(logits, yb)
-        self.model.backward(self.loss.backward())
+        self.model.backward(self.loss.backward(), input_grad=False)
         self.optimizer.step()
 
     def forward_backward(self, xb, yb):
         logits = self.model.forward(xb)
         self.loss.forward(logits, yb)
-        self.model.backward(self.loss.backward())
+        self.model.backward(self.loss.backward(), input_grad=False)
 
 
 class TorchRunner:
@@ -502,6 +503,7 @@ def profile_step(model, optimizer, x, y, batches):
     loss_time, opt_time = np.zeros(len(batches)), np.zeros(len(batches))
     loss_fn = SoftmaxCrossEntropy()
     clock = time.perf_counter
+    skip_first_dx = "input_grad" in inspect.signature(model.layers[0].backward).parameters
     for b, idx in enumerate(batches):
         out, yb = x[idx], y[idx]
         for i, layer in enumerate(model.layers):
@@ -514,7 +516,10 @@ def profile_step(model, optimizer, x, y, batches):
         loss_time[b] = clock() - t
         for i in reversed(range(n)):
             t = clock()
-            d = model.layers[i].backward(d)
+            if i == 0 and skip_first_dx:    # as Sequential.backward(..., input_grad=False)
+                model.layers[0].backward(d, input_grad=False)
+            else:
+                d = model.layers[i].backward(d)
             bwd[b, i] = clock() - t
         t = clock()
         optimizer.step()

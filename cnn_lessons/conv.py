@@ -156,8 +156,12 @@ class Conv2D(Layer):
         self._cache = (x.shape, cols2d, ho, wo)
         return out.reshape(n, ho, wo, self.out_channels).transpose(0, 3, 1, 2)
 
-    def backward(self, dout):
-        """``dout (N, F, Ho, Wo) -> dx (N, C, H, W)``; fills ``grads['W']`` and ``grads['b']``."""
+    def backward(self, dout, input_grad: bool = True):
+        """``dout (N, F, Ho, Wo) -> dx (N, C, H, W)``; fills ``grads['W']`` and ``grads['b']``.
+
+        ``input_grad=False`` skips ``dx`` and returns None: nothing needs the gradient of the
+        images that enter the first layer (:meth:`Sequential.backward` asks for this).
+        """
         x_shape, cols2d, ho, wo = self._saved()
         n, c, h, w = x_shape
         f = self.out_channels
@@ -169,6 +173,8 @@ class Conv2D(Layer):
         dw = (dout2d.T @ cols2d).reshape(f, kh, kw, c)                # columns were (u, v, c)
         self.grads["W"] = np.ascontiguousarray(dw.transpose(0, 3, 1, 2))
         self.grads["b"] = dout2d.sum(axis=0)
+        if not input_grad:
+            return None
         # input gradient, one kernel offset (u, v) at a time: a (N*Ho*Wo, F) @ (F, C) product
         # added into the strided positions that offset touched; overlaps accumulate
         dxp = np.zeros((n, h + 2 * ph, w + 2 * pw, c), dtype=np.result_type(dout, W))

@@ -12,6 +12,7 @@ leaves a half-written model behind.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import json
 import os
 
@@ -92,10 +93,21 @@ class Sequential:
 
     __call__ = forward
 
-    def backward(self, dout):
-        for layer in reversed(self.layers):
+    def backward(self, dout, input_grad: bool = True):
+        """Backpropagate ``dout`` (the loss gradient of the output); returns dL/dx of the input.
+
+        ``input_grad=False``: nothing needs the gradient of the input images (training only
+        needs the parameters' gradients), so a first layer whose ``backward`` takes an
+        ``input_grad`` argument (Conv2D, Dense) skips it, and None may be returned.
+        """
+        if not self.layers:
+            return dout
+        for layer in reversed(self.layers[1:]):
             dout = layer.backward(dout)
-        return dout
+        first = self.layers[0]
+        if not input_grad and "input_grad" in inspect.signature(first.backward).parameters:
+            return first.backward(dout, input_grad=False)
+        return first.backward(dout)
 
     def predict(self, x, batch_size: int = 1000) -> np.ndarray:
         """Class predictions ``(N,)`` in evaluation mode, in batches; restores the mode after."""

@@ -105,7 +105,7 @@ def train(model, x_train, y_train, *, epochs: int = 1, batch_size: int = 64, opt
             optimizer.lr = lr_at(lr_schedule, base_lr, epoch - 1 + b / batches_per_epoch, epochs)
             logits = model.forward(xb)
             loss = loss_fn.forward(logits, yb)
-            model.backward(loss_fn.backward())
+            model.backward(loss_fn.backward(), input_grad=False)
             step += 1
             if check_finite:
                 _check_finite(model, loss, step, epoch)

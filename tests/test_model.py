@@ -68,6 +68,33 @@ def test_forward_and_backward_equal_manual_chaining():
                                        rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("first", ["conv", "dense", "flatten"])
+def test_backward_without_input_grad_gives_the_same_parameter_gradients(first):
+    rng = np.random.default_rng(3)
+    head = [Flatten(), Dense(16, 3, rng=rng, dtype=np.float64)]
+    layers = {"conv": [Conv2D(1, 1, 3, padding=1, rng=rng, dtype=np.float64), Tanh()] + head,
+              "dense": [Dense(16, 4, rng=rng, dtype=np.float64), Tanh(),
+                        Dense(4, 3, rng=rng, dtype=np.float64)],
+              "flatten": head}[first]
+    model = Sequential(layers)
+    x = rng.standard_normal((5, 1, 4, 4))
+    if first == "dense":
+        x = x.reshape(5, 16)
+    dout = rng.standard_normal((5, 3))
+    model.forward(x)
+    dx = model.backward(dout)
+    full = {(i, k): g.copy() for i, layer in enumerate(model.layers) for k, g in layer.grads.items()}
+    model.forward(x)
+    skipped = model.backward(dout, input_grad=False)
+    if first == "flatten":            # a layer with nothing to skip still returns its dx
+        np.testing.assert_array_equal(skipped, dx)
+    else:
+        assert skipped is None
+    assert dx.shape == x.shape
+    for (i, k), g in full.items():
+        np.testing.assert_array_equal(model.layers[i].grads[k], g)
+
+
 def test_model_gradient_matches_finite_differences(numgrad):
     rng = np.random.default_rng(7)
     model = Sequential([Conv2D(1, 2, 3, rng=rng, dtype=np.float64), Tanh(), AvgPool2D(2),
