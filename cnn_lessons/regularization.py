@@ -75,6 +75,7 @@ class BatchNorm(Layer):
         self.params["beta"] = np.zeros(num_features, dtype=dtype)
         self.buffers["running_mean"] = np.zeros(num_features, dtype=dtype)
         self.buffers["running_var"] = np.ones(num_features, dtype=dtype)
+        self.sync = None    # set by parallel.DataParallel: replicas share the batch statistics
 
     def config(self):
         cfg = {"num_features": self.num_features}
@@ -105,13 +106,15 @@ class BatchNorm(Layer):
         x2 = self._rows(x)                                         # (M, C)
         gamma, beta = self.params["gamma"], self.params["beta"]
         if self.training:
-            m = len(x2)
+            # the column sums and the number of rows (the last entry), of the whole batch
+            sums = self._total(np.append(x2.sum(axis=0), x2.dtype.type(len(x2))))
+            m = int(sums[-1])
             if m < 2:
                 raise ValueError(f"{self!r}: training needs more than one value per feature to "
                                  f"estimate a variance, got input shape {x.shape}")
-            mu = x2.mean(axis=0)                                   # (C,)
-            xc = x2 - mu                                           # (M, C)
-            var = np.einsum("ij,ij->j", xc, xc) / x2.dtype.type(m)  # (C,), biased
+            mu = sums[:-1] / x2.dtype.type(m)                                     # (C,)
+            xc = x2 - mu                                                          # (M, C)
+            var = self._total(np.einsum("ij,ij->j", xc, xc)) / x2.dtype.type(m)   # (C,), biased
             inv_std = 1 / np.sqrt(var + x2.dtype.type(self.eps))
             xhat = xc * inv_std
             mom = self.momentum
@@ -120,24 +123,32 @@ class BatchNorm(Layer):
             rm += mom * mu.astype(rm.dtype)
             rv *= 1 - mom
             rv += mom * (var * (m / (m - 1))).astype(rv.dtype)     # unbiased, as PyTorch
-            self._cache = (xhat, inv_std, True, x.shape)
+            self._cache = (xhat, inv_std, m, x.shape)
         else:
             inv_std = (1 / np.sqrt(self.buffers["running_var"] + self.eps)).astype(x.dtype)
             xhat = (x2 - self.buffers["running_mean"].astype(x.dtype)) * inv_std
-            self._cache = (xhat, inv_std, False, x.shape)
+            self._cache = (xhat, inv_std, None, x.shape)
         return self._unrows(xhat * gamma + beta, x.shape)
+
+    def _total(self, value):
+        """A sum over the rows of the whole batch.  Alone, ``value`` is that sum already; as a
+        replica of :class:`~cnn_lessons.parallel.DataParallel` it is this part's share, and
+        the replicas' shares are added up."""
+        return value if self.sync is None else self.sync.total(value)
 
     def backward(self, dout):
         """``dout -> dx`` (same shape); fills ``grads['gamma']`` and ``grads['beta']``."""
-        xhat, inv_std, batch_stats, shape = self._saved()
+        xhat, inv_std, m, shape = self._saved()   # m: rows of the batch, None in evaluation
         dout = self._check_dout(dout, shape)
         d2 = self._rows(dout)                                      # (M, C)
         self.grads["gamma"] = np.einsum("ij,ij->j", d2, xhat)
         self.grads["beta"] = d2.sum(axis=0)
         dxhat = d2 * self.params["gamma"]
-        if not batch_stats:                 # evaluation: the statistics are constants
+        if m is None:                       # evaluation: the statistics are constants
             return self._unrows(dxhat * inv_std, shape)
-        m = dxhat.dtype.type(len(d2))
-        mean_dxhat = self.grads["beta"] * self.params["gamma"] / m           # mean(dxhat, 0)
-        mean_dxhat_xhat = self.grads["gamma"] * self.params["gamma"] / m     # mean(dxhat * xhat, 0)
+        m = dxhat.dtype.type(m)
+        gamma = self.params["gamma"]
+        dgamma, dbeta = self._total(np.stack([self.grads["gamma"], self.grads["beta"]]))
+        mean_dxhat = dbeta * gamma / m                                        # mean(dxhat, 0)
+        mean_dxhat_xhat = dgamma * gamma / m                                  # mean(dxhat * xhat, 0)
         return self._unrows((dxhat - mean_dxhat - xhat * mean_dxhat_xhat) * inv_std, shape)

@@ -1,0 +1,182 @@
+"""DataParallel: the same numbers as one process, failures reported and recovered from,
+processes and shared memory released."""
+
+from multiprocessing import shared_memory
+
+import numpy as np
+import pytest
+
+from cnn_lessons import (Adam, BatchNorm, Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU,
+                         Sequential, SoftmaxCrossEntropy)
+from cnn_lessons.parallel import DataParallel, batch_parts, cores, why_not
+from cnn_lessons.training import train
+
+pytestmark = pytest.mark.skipif(why_not(Sequential([ReLU()])) is not None,
+                                reason="DataParallel does not run on this machine")
+
+
+def small_net(seed=0, dtype=np.float64, dropout=0.0):
+    rng = np.random.default_rng(seed)
+    layers = [Conv2D(1, 4, 3, padding=1, rng=rng, dtype=dtype), MaxPool2D(2),
+              BatchNorm(4, dtype=dtype), ReLU(), Flatten(), Dense(64, 6, rng=rng, dtype=dtype),
+              BatchNorm(6, dtype=dtype), ReLU(), Dense(6, 3, rng=rng, dtype=dtype)]
+    if dropout:
+        layers.insert(-1, Dropout(dropout, rng=rng))
+    return Sequential(layers)
+
+
+def batch(n, seed=1, dtype=np.float64):
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal((n, 1, 8, 8)).astype(dtype), rng.integers(0, 3, n)
+
+
+def grads(model):
+    return {(i, k): g.copy() for i, layer in enumerate(model.layers) for k, g in layer.grads.items()}
+
+
+def test_batch_parts_cover_the_batch_in_order():
+    assert batch_parts(64, 2) == [slice(0, 32), slice(32, 64)]
+    assert batch_parts(5, 2) == [slice(0, 2), slice(2, 5)]
+    assert batch_parts(1, 4) == [slice(0, 1)]
+    for n in range(1, 20):
+        for parts in range(1, 6):
+            slices = batch_parts(n, parts)
+            assert [s.start for s in slices[1:]] == [s.stop for s in slices[:-1]]
+            assert slices[0].start == 0 and slices[-1].stop == n
+            assert min(s.stop - s.start for s in slices) >= 1
+
+
+def test_cores_reads_the_environment(monkeypatch):
+    monkeypatch.setenv("CNN_LESSONS_CORES", "3")
+    assert cores() == 3
+    monkeypatch.setenv("CNN_LESSONS_CORES", "0")
+    with pytest.raises(ValueError, match="CNN_LESSONS_CORES"):
+        cores()
+    monkeypatch.delenv("CNN_LESSONS_CORES")
+    assert cores() >= 1
+
+
+@pytest.mark.parametrize("n, processes", [(8, 2), (7, 2), (9, 3), (2, 3)])
+def test_forward_and_backward_equal_one_process(n, processes):
+    """float64: logits, every gradient and batch norm's running statistics agree with the
+    model run on the whole batch in one process (synchronised batch statistics)."""
+    x, y = batch(n)
+    alone, split = small_net(), small_net()
+    loss = SoftmaxCrossEntropy()
+    logits = alone.forward(x)
+    loss.forward(logits, y)
+    alone.backward(loss.backward(), input_grad=False)
+    with DataParallel(split, 9, (1, 8, 8), processes, dtype=np.float64) as dp:
+        out = dp.forward(x)
+        loss.forward(out, y)
+        assert dp.backward(loss.backward()) is None
+    np.testing.assert_allclose(out, logits, rtol=1e-12, atol=1e-12)
+    expected = grads(alone)
+    for key, g in grads(split).items():        # (biases just before a batch norm have a
+        np.testing.assert_allclose(g, expected[key], rtol=1e-10, atol=1e-13,   # gradient of
+                                   err_msg=str(key))                           # 0: rounding)
+    for mine, theirs in zip(split.layers, alone.layers):
+        for name, buf in getattr(mine, "buffers", {}).items():
+            np.testing.assert_allclose(buf, theirs.buffers[name], rtol=1e-12, atol=1e-14)
+
+
+def test_replicas_follow_the_parameters_after_an_optimizer_step():
+    x, y = batch(8)
+    alone, split = small_net(), small_net()
+    loss = SoftmaxCrossEntropy()
+    opt_a, opt_s = Adam(alone, lr=0.01), Adam(split, lr=0.01)
+    with DataParallel(split, 8, (1, 8, 8), 2, dtype=np.float64) as dp:
+        for _ in range(3):
+            loss.forward(alone.forward(x), y)
+            alone.backward(loss.backward())
+            opt_a.step()
+            loss.forward(dp.forward(x), y)
+            dp.backward(loss.backward())
+            opt_s.step()
+        np.testing.assert_allclose(dp.forward(x), alone.forward(x), rtol=1e-10, atol=1e-12)
+
+
+def test_train_on_two_cores_matches_one_core():
+    x, y = batch(40, seed=3)
+    histories = []
+    for n_cores in (1, 2):
+        model = small_net(seed=4)
+        h = train(model, x, y, epochs=2, batch_size=16, optimizer=Adam(model, lr=0.01),
+                  seed=5, progress=False, cores=n_cores)
+        histories.append((h["batch"]["loss"], model.forward(x)))
+    np.testing.assert_allclose(histories[1][0], histories[0][0], rtol=1e-9)
+    np.testing.assert_allclose(histories[1][1], histories[0][1], rtol=1e-8, atol=1e-10)
+
+
+def test_dropout_replicas_are_seeded_from_the_model():
+    x, y = batch(16)
+    runs = []
+    for _ in range(2):
+        model = small_net(seed=6, dropout=0.5)
+        h = train(model, x, y, epochs=1, batch_size=16, optimizer=Adam(model), seed=0,
+                  progress=False, cores=2)
+        runs.append(h["batch"]["loss"])
+    assert runs[0] == runs[1]
+
+
+def test_a_model_with_unknown_layers_trains_in_one_process():
+    class Doubling(ReLU):
+        pass
+
+    model = Sequential([Flatten(), Dense(64, 3), Doubling()])
+    assert "not one of the package's layers" in why_not(model)
+    with pytest.raises(ValueError, match="DataParallel: layer 2"):
+        DataParallel(model, 8, (1, 8, 8), 2)
+    x, y = batch(8, dtype=np.float32)
+    h = train(model, x, y, epochs=1, batch_size=4, optimizer=Adam(model), progress=False, cores=2)
+    assert len(h["batch"]["loss"]) == 2
+
+
+def test_bad_input_is_refused_by_name():
+    with DataParallel(small_net(), 8, (1, 8, 8), 2, dtype=np.float64) as dp:
+        with pytest.raises(ValueError, match=r"DataParallel: built for inputs \(N, 1, 8, 8\)"):
+            dp.forward(np.zeros((4, 1, 6, 6)))
+        with pytest.raises(ValueError, match="float64"):
+            dp.forward(np.zeros((4, 1, 8, 8), np.float32))
+        with pytest.raises(ValueError, match="at most 8"):
+            dp.forward(np.zeros((12, 1, 8, 8)))
+        with pytest.raises(ValueError, match="last forward"):
+            dp.backward(np.zeros((4, 3)))
+
+
+def test_a_failure_in_this_process_releases_the_replica_and_the_next_step_works():
+    model = small_net()
+    x, y = batch(8)
+    with DataParallel(model, 8, (1, 8, 8), 2, dtype=np.float64) as dp:
+        dense = model.layers[5]
+        original = dense.forward
+
+        def broken(h):
+            raise ArithmeticError("boom")
+
+        dense.forward = broken              # after the first batch norm: the replica waits
+        with pytest.raises(ArithmeticError, match="boom"):      # there for the second one
+            dp.forward(x)
+        dense.forward = original
+        out = dp.forward(x)
+    np.testing.assert_allclose(out, small_net().forward(x), rtol=1e-12, atol=1e-12)
+
+
+def test_a_dead_replica_is_reported_not_waited_for():
+    x, _ = batch(8)
+    with DataParallel(small_net(), 8, (1, 8, 8), 2, dtype=np.float64) as dp:
+        dp._workers[0].kill()
+        dp._workers[0].join()
+        with pytest.raises(RuntimeError, match="replica process 1 died"):
+            dp.forward(x)
+
+
+def test_close_stops_the_processes_and_frees_the_memory():
+    dp = DataParallel(small_net(), 8, (1, 8, 8), 2, dtype=np.float64)
+    name, workers = dp._shm.name, list(dp._workers)
+    dp.forward(batch(8)[0])
+    dp.close()
+    assert not any(w.is_alive() for w in workers)
+    with pytest.raises(FileNotFoundError):
+        shared_memory.SharedMemory(name=name)
+    dp.close()                                  # twice is harmless
