@@ -50,6 +50,7 @@ from cnn_lessons.files import atomic_write
 from cnn_lessons.flatten import Flatten
 from cnn_lessons.losses import SoftmaxCrossEntropy
 from cnn_lessons.optimizers import Adam
+from cnn_lessons.parallel import DataParallel, blas_threads
 from cnn_lessons.pooling import AvgPool2D, MaxPool2D
 from cnn_lessons.regularization import BatchNorm, Dropout
 
@@ -67,9 +68,10 @@ def parse_args(argv=None):
                         "fewer are extrapolated to seconds per epoch")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--threads", type=int, default=None,
-                   help="threads for PyTorch and for NumPy's BLAS (default: all cores)")
+                   help="threads for PyTorch, processes for NumPy (default: all cores)")
     p.add_argument("--numpy-threads", type=int, default=None,
-                   help="BLAS threads for NumPy only (default: --threads)")
+                   help="processes for NumPy only (default: --threads): the parts of "
+                        "cnn_lessons.parallel.DataParallel, each using one BLAS thread")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--data-dir", default=None, help="folder with the four MNIST files")
     src.add_argument("--sample", action="store_true",
@@ -165,7 +167,9 @@ def print_machine(info, numpy_threads):
     for lib in info["blas"] or []:
         say(f"BLAS: {lib.get('internal_api')} {lib.get('version')} ({lib['library']}), "
             f"kernel {lib.get('architecture')}, threading {lib.get('threading_layer')}, "
-            f"{lib.get('num_threads')} threads by default; this run: {numpy_threads}")
+            f"{lib.get('num_threads')} threads by default; this run: 1 per process, "
+            f"{numpy_threads} process{'es' if numpy_threads > 1 else ''} "
+            f"(cnn_lessons.parallel.DataParallel)")
     for name, value in info["env"].items():
         if name in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"):
             say(f"{name}: " + ("unset" if value is None else
@@ -216,20 +220,25 @@ class NumpyRunner:
 
     name = "numpy"
 
-    def __init__(self, model, lr):
+    def __init__(self, model, lr, processes, batch_size, input_shape):
         self.model, self.loss = model, SoftmaxCrossEntropy()
         self.optimizer = Adam(model, lr=lr)
+        # as cnn_lessons.training.train does: with several cores, DataParallel
+        self.net = (DataParallel(model, batch_size, input_shape, processes)
+                    if processes > 1 else model)
 
     def train_step(self, xb, yb):
-        logits = self.model.forward(xb)
-        self.loss.forward(logits, yb)
-        self.model.backward(self.loss.backward(), input_grad=False)
+        self.forward_backward(xb, yb)
         self.optimizer.step()
 
     def forward_backward(self, xb, yb):
-        logits = self.model.forward(xb)
+        logits = self.net.forward(xb)
         self.loss.forward(logits, yb)
-        self.model.backward(self.loss.backward(), input_grad=False)
+        self.net.backward(self.loss.backward(), input_grad=False)
+
+    def close(self):
+        if self.net is not self.model:
+            self.net.close()
 
 
 class TorchRunner:
@@ -628,19 +637,14 @@ def main(argv=None) -> int:
     cores = info["usable_cores"] or 1
     threads = args.threads or cores
     numpy_threads = args.numpy_threads or threads
-    limiter = None
-    if info["blas"] is not None:
-        from threadpoolctl import threadpool_limits
-        limiter = threadpool_limits(limits=numpy_threads, user_api="blas")
-    try:
-        return run(args, results, info, threads, numpy_threads if limiter else None)
-    finally:
-        if limiter is not None:
-            limiter.restore_original_limits()
+    # as cnn_lessons.training.train does: each NumPy process does its matrix products on
+    # one core
+    with blas_threads(1):
+        return run(args, results, info, threads, numpy_threads)
 
 
 def run(args, results, info, threads, numpy_threads) -> int:
-    print_machine(info, numpy_threads if numpy_threads else "not controlled")
+    print_machine(info, numpy_threads)
     results["machine"] = info
     torch, why_not = import_torch(args)
     if torch is not None:
@@ -674,13 +678,13 @@ def run(args, results, info, threads, numpy_threads) -> int:
     prof_b = all_batches[warm + n_batches + fb_batches:]
     model = models.cnn(seed=args.seed)
     input_shape = x.shape[1:]
-    numpy_runner = NumpyRunner(model, args.lr)
+    numpy_runner = NumpyRunner(model, args.lr, numpy_threads, B, x.shape[1:])
     runners = [numpy_runner]
     results["settings"] = {"data": source, "batch_size": B, "batches": n_batches,
                            "batches_per_epoch": batches_per_epoch,
                            "images_per_epoch": images_per_epoch, "extrapolated": extrapolated,
                            "chunks": chunks, "threads_torch": threads if torch else None,
-                           "threads_numpy_blas": numpy_threads, "lr": args.lr,
+                           "numpy_processes": numpy_threads, "blas_threads_per_process": 1, "lr": args.lr,
                            "dtype": "float32", "optimizer": "Adam",
                            "model": "cnn_lessons.models.cnn()",
                            "layers": [repr(layer) for layer in model.layers],
@@ -755,8 +759,11 @@ def run(args, results, info, threads, numpy_threads) -> int:
         }
         results["ratio_numpy_over_torch"] = ratios
 
+    numpy_runner.close()              # the replica processes are not needed any more
+
     # -- 4. per-layer profile
-    heading("4. Per-layer time of one NumPy training step (most expensive first)")
+    heading("4. Per-layer time of one NumPy training step, in one process "
+            "(most expensive first)")
     rows, total = profile_step(model, numpy_runner.optimizer, x, y, prof_b)
     print_profile(rows, total, len(prof_b), batches_per_epoch)
     results["profile"] = {"batches": len(prof_b), "total_ms": total, "rows": rows}

@@ -14,10 +14,12 @@ training with a clear message as soon as a loss or a gradient stops being a fini
 
 from __future__ import annotations
 
+import contextlib
 import time
 
 import numpy as np
 
+from . import parallel
 from .evaluation import evaluate
 from .layer import as_rng
 from .losses import SoftmaxCrossEntropy
@@ -60,7 +62,11 @@ def lr_at(schedule, base_lr: float, epoch_fraction: float, epochs: int) -> float
     raise ValueError(f"unknown learning-rate schedule {schedule!r}; use None, 'cosine' or 'step'")
 
 
-def evaluate_loss_accuracy(model, x, y, loss_fn=None, batch_size: int = 1000):
+EVAL_BATCH = 1000
+"""Inputs per forward pass when the model is evaluated after each epoch."""
+
+
+def evaluate_loss_accuracy(model, x, y, loss_fn=None, batch_size: int = EVAL_BATCH):
     """Mean loss and accuracy of ``model`` on ``x (N, ...)``, ``y (N,)``, in evaluation mode
     (:func:`cnn_lessons.evaluation.evaluate`, reduced to the two numbers training records)."""
     ev = evaluate(model, x, y, batch_size=batch_size, loss=loss_fn)
@@ -69,12 +75,17 @@ def evaluate_loss_accuracy(model, x, y, loss_fn=None, batch_size: int = 1000):
 
 def train(model, x_train, y_train, *, epochs: int = 1, batch_size: int = 64, optimizer,
           loss_fn=None, x_test=None, y_test=None, seed=0, lr_schedule=None,
-          progress: bool = True, check_finite: bool = True, callback=None) -> dict:
+          progress: bool = True, check_finite: bool = True, callback=None,
+          cores: int | None = None) -> dict:
     """Train ``model`` and return its history.
 
     ``x_train (N, ...)``, ``y_train (N,)`` integer labels; ``optimizer`` built on ``model``;
     ``loss_fn`` defaults to :class:`SoftmaxCrossEntropy`.  When ``x_test``/``y_test`` are given
     the model is evaluated on them after every epoch.  ``lr_schedule``: see :func:`lr_at`.
+    ``cores``: how many cores to train on (default: every core this process may use, see
+    :func:`cnn_lessons.parallel.cores`).  With more than one, each batch is cut into parts
+    trained side by side in as many processes by :class:`cnn_lessons.parallel.DataParallel`
+    (the same numbers up to rounding); a model it cannot replicate trains in this process.
 
     Returns ``{"batch": {"step", "loss", "accuracy", "lr"}, "epoch": {"epoch", "train_loss",
     "train_accuracy", "test_loss", "test_accuracy", "seconds"}}``, lists of numbers.
@@ -91,21 +102,31 @@ def train(model, x_train, y_train, *, epochs: int = 1, batch_size: int = 64, opt
     history = {"batch": {"step": [], "loss": [], "accuracy": [], "lr": []},
                "epoch": {"epoch": [], "train_loss": [], "train_accuracy": [],
                          "test_loss": [], "test_accuracy": [], "seconds": []}}
-    step = 0
     model.train()
-    for epoch in range(1, epochs + 1):
-        start = time.perf_counter()
-        order = rng.permutation(n)
+    cores = parallel.cores() if cores is None else int(cores)
+    if cores < 1:
+        raise ValueError(f"train: cores must be >= 1, got {cores}")
+    # Several cores: each batch is cut into parts trained side by side, one process per core,
+    # each doing its matrix products on its own core (see parallel.py).
+    runner = None
+    if cores > 1 and batch_size > 1 and parallel.why_not(model) is None:
+        runner = parallel.DataParallel(model, max(batch_size, EVAL_BATCH),
+                                       np.shape(x_train)[1:], cores,
+                                       dtype=np.asarray(x_train[:1]).dtype)
+    net = runner or model
+    step = 0
+
+    def one_epoch(epoch, order, bar):
+        nonlocal step
         seen = correct = 0
         loss_sum = 0.0
-        bar = _progress(batches_per_epoch, f"epoch {epoch}/{epochs}", progress)
         for b in range(batches_per_epoch):
             idx = order[b * batch_size:(b + 1) * batch_size]
             xb, yb = x_train[idx], y_train[idx]
             optimizer.lr = lr_at(lr_schedule, base_lr, epoch - 1 + b / batches_per_epoch, epochs)
-            logits = model.forward(xb)
+            logits = net.forward(xb)
             loss = loss_fn.forward(logits, yb)
-            model.backward(loss_fn.backward(), input_grad=False)
+            net.backward(loss_fn.backward(), input_grad=False)   # no gradient of the images
             step += 1
             if check_finite:
                 _check_finite(model, loss, step, epoch)
@@ -125,22 +146,37 @@ def train(model, x_train, y_train, *, epochs: int = 1, batch_size: int = 64, opt
                     bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.2%}")
             if callback is not None:
                 callback(step, loss)
-        seconds = time.perf_counter() - start
-        e = history["epoch"]
-        e["epoch"].append(epoch)
-        e["train_loss"].append(loss_sum / seen)
-        e["train_accuracy"].append(correct / seen)
-        e["seconds"].append(seconds)
-        if x_test is not None:
-            test_loss, test_acc = evaluate_loss_accuracy(model, x_test, y_test, loss_fn)
-            e["test_loss"].append(test_loss)
-            e["test_accuracy"].append(test_acc)
-        if bar is not None:
-            post = {"loss": f"{loss_sum / seen:.4f}", "acc": f"{correct / seen:.2%}"}
+        return loss_sum / seen, correct / seen
+
+    try:
+        for epoch in range(1, epochs + 1):
+            start = time.perf_counter()
+            order = rng.permutation(n)
+            bar = _progress(batches_per_epoch, f"epoch {epoch}/{epochs}", progress)
+            with parallel.blas_threads(1) if runner else contextlib.nullcontext():
+                train_loss, train_acc = one_epoch(epoch, order, bar)
+            seconds = time.perf_counter() - start
+            e = history["epoch"]
+            e["epoch"].append(epoch)
+            e["train_loss"].append(train_loss)
+            e["train_accuracy"].append(train_acc)
+            e["seconds"].append(seconds)
             if x_test is not None:
-                post["test_acc"] = f"{e['test_accuracy'][-1]:.2%}"
-            bar.set_postfix(post)
-            bar.close()
+                with parallel.blas_threads(1) if runner else contextlib.nullcontext():
+                    evaluator = net if runner is None or runner.accepts(x_test) else model
+                    test_loss, test_acc = evaluate_loss_accuracy(evaluator, x_test, y_test,
+                                                                 loss_fn, EVAL_BATCH)
+                e["test_loss"].append(test_loss)
+                e["test_accuracy"].append(test_acc)
+            if bar is not None:
+                post = {"loss": f"{train_loss:.4f}", "acc": f"{train_acc:.2%}"}
+                if x_test is not None:
+                    post["test_acc"] = f"{e['test_accuracy'][-1]:.2%}"
+                bar.set_postfix(post)
+                bar.close()
+    finally:
+        if runner is not None:
+            runner.close()
     optimizer.lr = base_lr
     return history
 
