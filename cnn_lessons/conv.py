@@ -146,9 +146,15 @@ class Conv2D(Layer):
         xp[:, ph:ph + h, pw:pw + w, :] = x.transpose(0, 2, 3, 1)
         # windows[n, i, j, c, u, v] = xp[n, i*sh + u, j*sw + v, c]  (a view: nothing copied yet)
         windows = sliding_window_view(xp, (kh, kw), axis=(1, 2))[:, ::sh, ::sw][:, :ho, :wo]
-        # im2col: ONE copy, rows ordered (n, i, j), columns ordered (u, v, c)
+        # im2col: rows ordered (n, i, j), columns ordered (u, v, c)
         cols = self._buffer("cols", (n, ho, wo, kh, kw, c), dtype)
-        np.copyto(cols, windows.transpose(0, 1, 2, 4, 5, 3))
+        if c >= 8:              # ONE copy of the window view
+            np.copyto(cols, windows.transpose(0, 1, 2, 4, 5, 3))
+        else:                   # few channels (a first layer): the copy above would move only
+            for u in range(kh):     # c numbers at a time; kh*kw copies of whole shifted
+                for v in range(kw):     # images are twice as fast
+                    cols[:, :, :, u, v, :] = xp[:, u:u + sh * (ho - 1) + 1:sh,
+                                                v:v + sw * (wo - 1) + 1:sw, :]
         cols2d = cols.reshape(n * ho * wo, kh * kw * c)
         w2d = W.transpose(0, 2, 3, 1).reshape(self.out_channels, kh * kw * c)   # (F, kh*kw*C)
         out = cols2d @ w2d.T                                                   # (N*Ho*Wo, F)
@@ -172,7 +178,7 @@ class Conv2D(Layer):
         dout2d = dout.transpose(0, 2, 3, 1).reshape(n * ho * wo, f)
         dw = (dout2d.T @ cols2d).reshape(f, kh, kw, c)                # columns were (u, v, c)
         self.grads["W"] = np.ascontiguousarray(dw.transpose(0, 3, 1, 2))
-        self.grads["b"] = dout2d.sum(axis=0)
+        self.grads["b"] = np.einsum("ij->j", dout2d)   # column sums; sum(axis=0) is slower
         if not input_grad:
             return None
         # input gradient, one kernel offset (u, v) at a time: a (N*Ho*Wo, F) @ (F, C) product

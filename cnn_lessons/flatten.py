@@ -18,10 +18,14 @@ class Flatten(Layer):
 
     def forward(self, x):
         x = self._check_input(x, range(2, 33), "(N, ...)")
-        self._cache = x.shape
+        self._cache = x
         return x.reshape(x.shape[0], -1)
 
     def backward(self, dout):
-        shape = self._saved()
-        dout = self._check_dout(dout, (shape[0], int(np.prod(shape[1:]))))
-        return dout.reshape(shape)
+        x = self._saved()
+        dout = self._check_dout(dout, (x.shape[0], int(np.prod(x.shape[1:]))))
+        # The same values as dout.reshape(x.shape), laid out in memory like x (channels-last
+        # after this package's conv layers), so the layers below read it without strided loops.
+        dx = np.empty_like(x, dtype=np.result_type(dout, x))
+        dx[...] = dout.reshape(x.shape)
+        return dx

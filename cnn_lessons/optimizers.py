@@ -110,12 +110,16 @@ class Adam(Optimizer):
         v += tmp
         # Units that never fire make m decay towards subnormal floats, which are many times
         # slower to compute with; zero them instead (they are below float32's normal range).
-        m[np.abs(m) < f(1e-30)] = 0
+        # m shrinks by b1 per step, so looking every 16 steps is often enough.
+        if self.t % 16 == 1:
+            np.abs(m, out=tmp)
+            m[tmp < f(1e-30)] = 0
+        # p -= lr_t * m / (sqrt(v) * c + eps)  with  lr_t = lr / (1 - b1**t),
+        # c = 1 / sqrt(1 - b2**t); written as  (lr_t / c) * m / (sqrt(v) + eps / c)
         step = self.lr / (1 - b1 ** self.t)
-        denom_scale = 1.0 / np.sqrt(1 - b2 ** self.t)
+        c = 1.0 / np.sqrt(1 - b2 ** self.t)
         np.sqrt(v, out=tmp)
-        tmp *= f(denom_scale)
-        tmp += f(self.eps)
+        tmp += f(self.eps / c)
         np.divide(m, tmp, out=tmp)
-        tmp *= f(step)
+        tmp *= f(step / c)
         p -= tmp

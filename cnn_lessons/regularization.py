@@ -107,7 +107,7 @@ class BatchNorm(Layer):
         gamma, beta = self.params["gamma"], self.params["beta"]
         if self.training:
             # the column sums and the number of rows (the last entry), of the whole batch
-            sums = self._total(np.append(x2.sum(axis=0), x2.dtype.type(len(x2))))
+            sums = self._total(np.append(np.einsum("ij->j", x2), x2.dtype.type(len(x2))))
             m = int(sums[-1])
             if m < 2:
                 raise ValueError(f"{self!r}: training needs more than one value per feature to "
@@ -142,7 +142,7 @@ class BatchNorm(Layer):
         dout = self._check_dout(dout, shape)
         d2 = self._rows(dout)                                      # (M, C)
         self.grads["gamma"] = np.einsum("ij,ij->j", d2, xhat)
-        self.grads["beta"] = d2.sum(axis=0)
+        self.grads["beta"] = np.einsum("ij->j", d2)                 # column sums
         dxhat = d2 * self.params["gamma"]
         if m is None:                       # evaluation: the statistics are constants
             return self._unrows(dxhat * inv_std, shape)

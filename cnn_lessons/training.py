@@ -10,6 +10,8 @@ One step on a batch ``xb (B, ...)``, ``yb (B,)``::
 Everything else here is bookkeeping: a seeded shuffle (the same seed gives the same run), a
 progress bar, a history of loss and accuracy per batch and per epoch, and a guard that stops
 training with a clear message as soon as a loss or a gradient stops being a finite number.
+On a machine with several cores the forward and backward passes of each batch are split over
+as many processes (:mod:`cnn_lessons.parallel`); the numbers are the same up to rounding.
 """
 
 from __future__ import annotations

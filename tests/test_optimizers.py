@@ -143,6 +143,21 @@ def test_optimizers_match_torch(name, kwargs, dtype):
                                        err_msg=f"{name} step {t + 1}, parameter {k}")
 
 
+def test_adam_flushes_a_decaying_first_moment_instead_of_making_it_subnormal():
+    """A unit whose gradient stops: m shrinks by b1 per step and would pass through float32's
+    subnormal range (slow arithmetic); Adam zeroes it first."""
+    layer = Dense(1, 4, dtype=np.float32)
+    opt = Adam([layer], lr=1e-3)
+    tiny = np.finfo(np.float32).tiny                      # the smallest normal float32
+    for t in range(1200):                                 # 0.9**1200 ~ 1e-55
+        layer.grads = {"W": np.full((1, 4), 1.0 if t == 0 else 0.0, np.float32),
+                       "b": np.zeros(4, np.float32)}
+        opt.step()
+        m = opt.state[0]["m"]
+        assert not np.any((m != 0) & (np.abs(m) < tiny)), f"subnormal m after step {t + 1}"
+    assert np.all(opt.state[0]["m"] == 0)
+
+
 # -- what gets updated --------------------------------------------------------------------------
 
 @pytest.mark.parametrize("optimizer_cls", [SGD, Adam])
