@@ -154,12 +154,17 @@ class MaxPool2D(_Pool2D):
                  and xt.shape[2] == wo * self.kernel_size[1])   # windows cover every input once
         dtype = np.result_type(dout, xt)
         dx = np.empty(xt.shape, dtype) if tiles else np.zeros(xt.shape, dtype)   # (N, H, W, C)
+        offsets = list(self._offsets(ho, wo))
         taken = np.zeros(out.shape, dtype=bool)       # windows whose winner is already found
         winner = np.empty(out.shape, dtype=bool)
-        for sl_h, sl_w in self._offsets(ho, wo):
-            np.equal(xt[:, sl_h, sl_w, :], out, out=winner)
-            winner &= ~taken                          # a tie later in the window loses
-            taken |= winner
+        for k, (sl_h, sl_w) in enumerate(offsets):
+            if k == len(offsets) - 1:                 # the last entry wins every window whose
+                np.logical_not(taken, out=winner)     # maximum came nowhere earlier
+            else:
+                np.equal(xt[:, sl_h, sl_w, :], out, out=winner)
+                if k > 0:
+                    np.greater(winner, taken, out=winner)   # equal, but a tie earlier won
+                taken |= winner
             if self._overlapping():                   # one input may win several windows
                 dx[:, sl_h, sl_w, :] += dt * winner
             else:                                     # disjoint windows: plain assignment
