@@ -341,17 +341,17 @@ class DataParallel:
             layer.sync = sync
         try:
             result = work()
-        except BaseException:
-            ctl[1:, _ABORT] = 1                      # release replicas waiting for this one
-            with contextlib.suppress(Exception):
-                self._collect()
+            errors = self._collect()
+        except BaseException:                        # an error here, or Ctrl-C while waiting:
+            ctl[1:, _ABORT] = 1                      # release replicas waiting for this one,
+            with contextlib.suppress(Exception):     # let them finish, and start the next
+                self._collect()                      # step from a clean slate
             ctl[:, _ABORT] = 0
             ctl[:, _ROUND] = 0
             raise
         finally:
             for layer in norms:
                 layer.sync = None
-        errors = self._collect()
         if errors:
             ctl[:, _ROUND] = 0
             raise RuntimeError("DataParallel: " + "\n".join(errors))
@@ -444,6 +444,7 @@ def _shutdown(workers, shm, arrays, wake):
     """Stop the replicas (a STOP command, then terminate if they do not answer), free memory."""
     ctl = arrays["ctl"]
     for rank, process in enumerate(workers, start=1):
+        ctl[rank, _ABORT] = 1            # a replica stuck waiting for this process gives up
         ctl[rank, _CMD] = _STOP
         ctl[rank, _SEQ] += 1
         with contextlib.suppress(OSError):

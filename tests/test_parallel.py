@@ -162,6 +162,29 @@ def test_a_failure_in_this_process_releases_the_replica_and_the_next_step_works(
     np.testing.assert_allclose(out, small_net().forward(x), rtol=1e-12, atol=1e-12)
 
 
+def test_an_interrupt_while_waiting_leaves_a_clean_state():
+    """Ctrl-C in a notebook usually lands while this process waits for the replica."""
+    model = small_net()
+    x, _ = batch(8)
+    with DataParallel(model, 8, (1, 8, 8), 2, dtype=np.float64) as dp:
+        real, calls = dp._collect, []
+
+        def interrupted():
+            if not calls:
+                calls.append(1)
+                raise KeyboardInterrupt
+            return real()
+
+        dp._collect = interrupted
+        with pytest.raises(KeyboardInterrupt):
+            dp.forward(x)
+        first = dp.forward(x)
+        second = dp.forward(x)
+    expected = small_net().forward(x)
+    np.testing.assert_allclose(first, expected, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(second, expected, rtol=1e-12, atol=1e-12)
+
+
 def test_a_dead_replica_is_reported_not_waited_for():
     x, _ = batch(8)
     with DataParallel(small_net(), 8, (1, 8, 8), 2, dtype=np.float64) as dp:
