@@ -35,6 +35,7 @@ import platform
 import sys
 import time
 import traceback
+import warnings
 import weakref
 from multiprocessing import shared_memory
 
@@ -286,8 +287,12 @@ class DataParallel:
                                          args=(self._shm.name, places, model.spec(), r,
                                                seeds[r].generate_state(1)[0], self._wake[r][0]))
                          for r in range(1, self.processes)]
-        for process in self._workers:
-            process.start()
+        with warnings.catch_warnings():
+            # Python 3.12+ warns when a process with threads (a notebook kernel has several)
+            # forks; the replica only runs the loop below and never touches their locks.
+            warnings.filterwarnings("ignore", message=".*fork.*", category=DeprecationWarning)
+            for process in self._workers:
+                process.start()
         self._finalizer = weakref.finalize(self, _shutdown, self._workers, self._shm,
                                            self.arrays, self._wake)
         self._active = 0
