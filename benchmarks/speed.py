@@ -224,12 +224,15 @@ class NumpyRunner:
         self.model, self.loss = model, SoftmaxCrossEntropy()
         self.optimizer = Adam(model, lr=lr)
         # as cnn_lessons.training.train does: with several cores, DataParallel
-        self.net = (DataParallel(model, batch_size, input_shape, processes)
-                    if processes > 1 else model)
+        self.net = (DataParallel(model, batch_size, input_shape, processes,
+                                 optimizer=self.optimizer) if processes > 1 else model)
 
     def train_step(self, xb, yb):
         self.forward_backward(xb, yb)
-        self.optimizer.step()
+        if self.net is not self.model and self.net.optimizer is not None:
+            self.net.step()                   # each process updates its share
+        else:
+            self.optimizer.step()
 
     def forward_backward(self, xb, yb):
         logits = self.net.forward(xb)

@@ -29,7 +29,14 @@ def _parameters(layers):
     return [(layer, name) for layer in layers for name in layer.params]
 
 
+def stretch(n: int, k: int, parts: int) -> slice:
+    """The ``k``-th of ``parts`` nearly equal stretches of ``range(n)``."""
+    return slice(n * k // parts, n * (k + 1) // parts)
+
+
 class Optimizer:
+    state_names: tuple[str, ...] = ()   # arrays kept per parameter, shaped like it
+
     def __init__(self, layers, lr: float, weight_decay: float = 0.0):
         if lr <= 0:
             raise ValueError(f"{type(self).__name__}: lr must be positive, got {lr}")
@@ -50,12 +57,36 @@ class Optimizer:
             g = g + p.dtype.type(self.weight_decay) * p
         return g
 
-    def step(self):
-        """Apply one update to every parameter."""
+    def state_of(self, i: int, p) -> dict[str, np.ndarray]:
+        """The state arrays of parameter ``i`` (``self.slots[i]``), zeros the first time."""
+        state = self.state.setdefault(i, {})
+        for key in self.state_names:
+            if key not in state:
+                state[key] = np.zeros_like(p)
+        return state
+
+    def config(self) -> dict:
+        """Constructor arguments that rebuild this optimizer on other layers."""
+        return {"lr": self.lr, "weight_decay": self.weight_decay}
+
+    def step(self, part=None):
+        """Apply one update to every parameter.
+
+        ``part=(k, K)``: update only the ``k``-th of ``K`` stretches of every parameter
+        (flattened; parameters must be contiguous). The update is elementwise, so the
+        stretches can be done by different processes (:class:`cnn_lessons.parallel.DataParallel`).
+        """
         self.t += 1
         for i, (layer, name) in enumerate(self.slots):
             p = layer.params[name]
-            self._update(p, self._gradient(layer, name, p), self.state.setdefault(i, {}))
+            g = self._gradient(layer, name, p)
+            state = self.state_of(i, p)
+            if part is None:
+                self._update(p, g, state)
+            else:
+                rows = stretch(p.size, *part)
+                self._update(p.reshape(-1)[rows], g.reshape(-1)[rows],
+                             {key: a.reshape(-1)[rows] for key, a in state.items()})
 
     def _update(self, p, g, state):  # pragma: no cover - abstract
         raise NotImplementedError
@@ -70,14 +101,16 @@ class SGD(Optimizer):
         if nesterov and momentum <= 0:
             raise ValueError("SGD: Nesterov momentum requires momentum > 0")
         self.momentum, self.nesterov = float(momentum), bool(nesterov)
+        self.state_names = ("v",) if self.momentum else ()
+
+    def config(self):
+        return {**super().config(), "momentum": self.momentum, "nesterov": self.nesterov}
 
     def _update(self, p, g, state):
         lr = p.dtype.type(self.lr)  # a float64 scalar in a float32 update is much slower
         if self.momentum:
             mu = p.dtype.type(self.momentum)
-            v = state.get("v")
-            if v is None:
-                v = state["v"] = np.zeros_like(p)
+            v = state["v"]
             v *= mu
             v += g
             g = g + mu * v if self.nesterov else v
@@ -95,11 +128,13 @@ class Adam(Optimizer):
             raise ValueError(f"Adam: betas must lie in [0, 1), got {betas}")
         self.betas, self.eps = (float(b1), float(b2)), float(eps)
 
+    state_names = ("m", "v")
+
+    def config(self):
+        return {**super().config(), "betas": list(self.betas), "eps": self.eps}
+
     def _update(self, p, g, state):
-        if "m" not in state:
-            state["m"], state["v"] = np.zeros_like(p), np.zeros_like(p)
-            state["tmp"] = np.empty_like(p)
-        m, v, tmp = state["m"], state["v"], state["tmp"]
+        m, v, tmp = state["m"], state["v"], np.empty_like(p)
         f = p.dtype.type
         b1, b2 = self.betas
         m *= f(b1)

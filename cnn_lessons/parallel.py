@@ -41,9 +41,11 @@ from multiprocessing import shared_memory
 
 import numpy as np
 
+from .optimizers import stretch
+
 # one row of control counters (int64) per process; row 0 is the main process
 _SEQ, _DONE, _CMD, _ROWS, _TRAINING, _ROUND, _ERROR, _ABORT, _ACTIVE, _ASLEEP = range(10)
-_FORWARD, _BACKWARD, _STOP = 1, 2, 3
+_FORWARD, _BACKWARD, _STEP, _STOP = 1, 2, 3, 4
 _ERR_BYTES = 4000
 
 
@@ -170,7 +172,7 @@ def _wait_for_command(me, seen, wake, alive, patience=0.01):
 
 
 
-def _replica_main(shm_name, places, spec, rank, seed, wake):
+def _replica_main(shm_name, places, spec, rank, seed, wake, optimizer):
     """The loop of a replica process: wait for a command, run it, say it is done."""
     from .model import Sequential, layer_types
     # A forked replica inherits the parent's sys.stdout, which in a notebook is a message
@@ -202,6 +204,13 @@ def _replica_main(shm_name, places, spec, rank, seed, wake):
             layer.rng = np.random.default_rng(rng.integers(2**63))   # its own dropout masks
         if hasattr(layer, "sync"):
             layer.sync = _Sync(arrays, rank, check)
+    opt = None
+    if optimizer is not None:       # the same optimizer, on the shared parameters and state
+        from . import optimizers
+        kind, config, slots = optimizer
+        opt = getattr(optimizers, kind)(model, **config)
+        for i, keys in enumerate(slots):
+            opt.state[i] = {key: arrays[f"s{i}.{key}"] for key in keys}
     with blas_threads(1):
         seen = 0
         while True:
@@ -217,6 +226,11 @@ def _replica_main(shm_name, places, spec, rank, seed, wake):
                 if me[_CMD] == _FORWARD:
                     model.train(bool(me[_TRAINING]))
                     arrays[f"y{rank}"][:n] = model.forward(arrays[f"x{rank}"][:n])
+                elif me[_CMD] == _STEP:     # this process's stretch of every parameter
+                    for i, layer in enumerate(model.layers):
+                        layer.grads = {k: arrays[f"g{rank}.{i}.{k}"] for k in layer.params}
+                    opt.lr, opt.t = float(arrays["opt"][0]), int(arrays["opt"][1]) - 1
+                    opt.step(part=(rank, int(me[_ROWS])))
                 else:
                     model.backward(arrays[f"d{rank}"][:n], input_grad=False)
                     for i, layer in enumerate(model.layers):
@@ -247,7 +261,7 @@ class DataParallel:
     """
 
     def __init__(self, model, batch_size: int, input_shape, processes: int | None = None,
-                 dtype=np.float32):
+                 dtype=np.float32, optimizer=None):
         reason = why_not(model)
         if reason:
             raise ValueError(f"DataParallel: {reason}")
@@ -273,11 +287,27 @@ class DataParallel:
                         (f"d{r}", (self.rows, *out_shape), dtype)]
             for i, layer in enumerate(model.layers):
                 entries += [(f"g{r}.{i}.{k}", p.shape, p.dtype) for k, p in layer.params.items()]
+        # The optimizer's step is elementwise: each process can update its own stretch of every
+        # parameter, if the optimizer's state (Adam's m and v) is shared too.
+        self.optimizer = optimizer if _can_share(optimizer, model) else None
+        shared_state = []
+        if self.optimizer is not None:
+            entries.append(("opt", (2,), np.float64))            # this step's lr and t
+            for i, (layer, name) in enumerate(optimizer.slots):
+                p = layer.params[name]
+                state = optimizer.state_of(i, p)
+                entries += [(f"s{i}.{key}", p.shape, p.dtype) for key in optimizer.state_names]
+                shared_state.append((state, list(optimizer.state_names)))
         places, size = _layout(entries)
         self._shm = shared_memory.SharedMemory(create=True, size=size)
         self.arrays = _views(self._shm.buf, places)
         self.arrays["ctl"][...] = 0
-        # On Linux the replicas are forked (as PyTorch's DataLoader does): they start at once,
+        for i, (state, keys) in enumerate(shared_state):      # the state moves into shared
+            for key in keys:                                   # memory; close() moves it back
+                self.arrays[f"s{i}.{key}"][...] = state[key]
+                state[key] = self.arrays[f"s{i}.{key}"]
+        opt_spec = None if self.optimizer is None else (
+            type(optimizer).__name__, optimizer.config(), [keys for _, keys in shared_state])        # On Linux the replicas are forked (as PyTorch's DataLoader does): they start at once,
         # and a script need not guard its code with `if __name__ == "__main__"`.
         context = multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
         self._wake = {r: context.Pipe(duplex=False) for r in range(1, self.processes)}
@@ -285,7 +315,8 @@ class DataParallel:
         self._workers = [context.Process(target=_replica_main, daemon=True,
                                          name=f"cnn_lessons replica {r}",
                                          args=(self._shm.name, places, model.spec(), r,
-                                               seeds[r].generate_state(1)[0], self._wake[r][0]))
+                                               seeds[r].generate_state(1)[0], self._wake[r][0],
+                                               opt_spec))
                          for r in range(1, self.processes)]
         with warnings.catch_warnings():
             # Python 3.12+ warns when a process with threads (a notebook kernel has several)
@@ -294,7 +325,7 @@ class DataParallel:
             for process in self._workers:
                 process.start()
         self._finalizer = weakref.finalize(self, _shutdown, self._workers, self._shm,
-                                           self.arrays, self._wake)
+                                           self.arrays, self._wake, shared_state)
         self._active = 0
         self._parts: list[slice] = []
 
@@ -412,6 +443,30 @@ class DataParallel:
         return np.concatenate([out0] + [self.arrays[f"y{r}"][:rows[r]]
                                         for r in range(1, self._active)])
 
+    def step(self):
+        """The optimizer's step (the ``optimizer`` given to the constructor), each process
+        updating its stretch of every parameter; then the model's parameters are whole again.
+        Without a shareable optimizer, the whole step runs in this process."""
+        if self.optimizer is None:
+            raise ValueError("DataParallel.step: no optimizer was given, or it cannot be shared "
+                             "(use the optimizer's own step)")
+        opt, parts = self.optimizer, self.processes
+        slots = [(i, layer, name) for i, layer in enumerate(self.model.layers)
+                 for name in layer.params]
+        for rank in range(1, parts):        # the whole batch's gradients, for its stretch
+            for i, layer, name in slots:
+                rows = stretch(layer.params[name].size, rank, parts)
+                shared = self.arrays[f"g{rank}.{i}.{name}"].reshape(-1)
+                shared[rows] = layer.grads[name].reshape(-1)[rows]
+        self.arrays["opt"][:] = opt.lr, opt.t + 1
+        self._active = parts
+        # (the command's "rows" field carries the number of stretches)
+        self._run(_STEP, [parts] * parts, lambda: opt.step(part=(0, parts)))
+        for rank in range(1, parts):        # the replicas' stretches, updated in shared memory
+            for i, layer, name in slots:
+                rows = stretch(layer.params[name].size, rank, parts)
+                layer.params[name].reshape(-1)[rows] = self.arrays[f"p{i}.{name}"].reshape(-1)[rows]
+
     def backward(self, dout, input_grad: bool = False):
         """Backpropagate ``dout`` (the loss gradient of the last forward's output) and leave the
         whole batch's gradients in the model's ``grads``.  No input gradient: returns None."""
@@ -435,6 +490,18 @@ class DataParallel:
         return None
 
 
+def _can_share(optimizer, model) -> bool:
+    """Whether the replicas can take a share of ``optimizer``'s step: one of the package's
+    optimizers, on this model's layers, whose parameters are contiguous (flattened views)."""
+    from .optimizers import SGD, Adam
+    if type(optimizer) not in (SGD, Adam):
+        return False
+    theirs = [(id(layer), name) for layer, name in optimizer.slots]
+    ours = [(id(layer), name) for layer in model.layers for name in layer.params]
+    return theirs == ours and all(layer.params[name].flags.c_contiguous
+                                  for layer, name in optimizer.slots)
+
+
 def _dropout_seed(model) -> int:
     """A seed for the replicas' dropout masks, drawn from the model's own dropout generator
     (so that a seeded model trains the same way twice); 0 without dropout."""
@@ -445,7 +512,7 @@ def _dropout_seed(model) -> int:
     return 0
 
 
-def _shutdown(workers, shm, arrays, wake):
+def _shutdown(workers, shm, arrays, wake, shared_state):
     """Stop the replicas (a STOP command, then terminate if they do not answer), free memory."""
     ctl = arrays["ctl"]
     for rank, process in enumerate(workers, start=1):
@@ -462,6 +529,9 @@ def _shutdown(workers, shm, arrays, wake):
     for receive, send in wake.values():
         receive.close()
         send.close()
+    for state, keys in shared_state:     # the optimizer's state back into its own memory
+        for key in keys:
+            state[key] = np.array(state[key])
     arrays.clear()
     del ctl
     with contextlib.suppress(BufferError):   # a view someone still holds keeps it mapped

@@ -114,7 +114,7 @@ def train(model, x_train, y_train, *, epochs: int = 1, batch_size: int = 64, opt
     if cores > 1 and batch_size > 1 and parallel.why_not(model) is None:
         runner = parallel.DataParallel(model, max(batch_size, EVAL_BATCH),
                                        np.shape(x_train)[1:], cores,
-                                       dtype=np.asarray(x_train[:1]).dtype)
+                                       dtype=np.asarray(x_train[:1]).dtype, optimizer=optimizer)
     net = runner or model
     step = 0
 
@@ -132,7 +132,10 @@ def train(model, x_train, y_train, *, epochs: int = 1, batch_size: int = 64, opt
             step += 1
             if check_finite:
                 _check_finite(model, loss, step, epoch)
-            optimizer.step()
+            if runner is not None and runner.optimizer is not None:
+                runner.step()                 # each process updates its share
+            else:
+                optimizer.step()
             hits = int((logits.argmax(axis=1) == yb).sum())
             seen += len(yb)
             correct += hits

@@ -158,6 +158,30 @@ def test_adam_flushes_a_decaying_first_moment_instead_of_making_it_subnormal():
     assert np.all(opt.state[0]["m"] == 0)
 
 
+@pytest.mark.parametrize("cls, kwargs", [(SGD, dict(lr=0.1)),
+                                         (SGD, dict(lr=0.1, momentum=0.9, nesterov=True,
+                                                    weight_decay=0.01)),
+                                         (Adam, dict(lr=0.01, weight_decay=0.01))], ids=str)
+@pytest.mark.parametrize("parts", [2, 3])
+def test_a_step_in_stretches_equals_the_whole_step(cls, kwargs, parts):
+    """step(part=(k, K)) for every k updates exactly what step() does (DataParallel lets
+    each process do one stretch)."""
+    whole, split = make_layers(np.float64), make_layers(np.float64)
+    grads = gradient_sequence(whole, np.float64)
+    opt_whole, opt_split = cls(whole, **kwargs), cls(split, **kwargs)
+    for t in range(4):
+        for layers in (whole, split):
+            for (i, name), g in grads[t].items():
+                layers[i].grads[name] = g.copy()
+        opt_whole.step()
+        for k in range(parts):
+            opt_split.t = t                  # each process counts its own steps
+            opt_split.step(part=(k, parts))
+        for a, b in zip(whole, split):
+            for name in a.params:
+                np.testing.assert_array_equal(b.params[name], a.params[name])
+
+
 # -- what gets updated --------------------------------------------------------------------------
 
 @pytest.mark.parametrize("optimizer_cls", [SGD, Adam])

@@ -96,6 +96,47 @@ def test_replicas_follow_the_parameters_after_an_optimizer_step():
         np.testing.assert_allclose(dp.forward(x), alone.forward(x), rtol=1e-10, atol=1e-12)
 
 
+def test_the_optimizer_step_is_shared_and_its_state_comes_back():
+    x, y = batch(8)
+    alone, split = small_net(), small_net()
+    loss = SoftmaxCrossEntropy()
+    opt_a, opt_s = Adam(alone, lr=0.01), Adam(split, lr=0.01)
+    with DataParallel(split, 8, (1, 8, 8), 2, dtype=np.float64, optimizer=opt_s) as dp:
+        assert dp.optimizer is opt_s
+        for _ in range(3):
+            loss.forward(alone.forward(x), y)
+            alone.backward(loss.backward())
+            opt_a.step()
+            loss.forward(dp.forward(x), y)
+            dp.backward(loss.backward())
+            dp.step()
+    # A bias just before a batch norm has a gradient of exactly 0 in theory and of rounding
+    # noise (1e-17) in practice, which Adam scales up to steps of size lr: those parameters
+    # wander by noise in both runs and are not compared.
+    noise = {(i, name) for i, layer in enumerate(alone.layers)
+             for name, g in layer.grads.items() if np.abs(g).max() < 1e-12}
+    assert noise == {(0, "b"), (5, "b")}
+    for i, (a, s) in enumerate(zip(alone.layers, split.layers)):
+        for name in a.params:
+            if (i, name) not in noise:
+                np.testing.assert_allclose(s.params[name], a.params[name], rtol=1e-10)
+    for k, (layer, name) in enumerate(opt_s.slots):      # private arrays again, equal to
+        for key, arr in opt_s.state[k].items():           # one process's
+            assert arr.flags.owndata and arr.flags.writeable
+            if (split.layers.index(layer), name) not in noise:
+                np.testing.assert_allclose(arr, opt_a.state[k][key], rtol=1e-9)
+    assert opt_s.t == opt_a.t == 3
+
+
+def test_an_optimizer_on_other_layers_is_not_shared():
+    model = small_net()
+    reversed_opt = Adam(list(reversed(model.layers)))
+    with DataParallel(model, 8, (1, 8, 8), 2, dtype=np.float64, optimizer=reversed_opt) as dp:
+        assert dp.optimizer is None
+        with pytest.raises(ValueError, match="no optimizer"):
+            dp.step()
+
+
 def test_train_on_two_cores_matches_one_core():
     x, y = batch(40, seed=3)
     histories = []
