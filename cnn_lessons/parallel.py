@@ -4,7 +4,9 @@ Every image of a batch goes through the network on its own, except in batch norm
 statistics are taken over the whole batch.  So a batch of 64 can be cut into two halves, one
 half sent through the model in this process and the other through a *replica* of the model in
 a second process, on the second core.  The replica's parameter gradients are added to the
-model's, and the optimizer steps as usual.
+model's.  The optimizer's update is elementwise, so its step is shared too: each process
+updates its own stretch of every parameter (``Optimizer.step(part=...)``), with the optimizer's
+state (Adam's ``m`` and ``v``) in the shared memory while the processes run.
 
 Why processes and not threads?  NumPy releases Python's interpreter lock inside its loops, but a
 training step makes hundreds of short NumPy calls, and two threads then spend their time
