@@ -116,7 +116,8 @@ class BatchNorm(Layer):
             xc = x2 - mu                                                          # (M, C)
             var = self._total(np.einsum("ij,ij->j", xc, xc)) / x2.dtype.type(m)   # (C,), biased
             inv_std = 1 / np.sqrt(var + x2.dtype.type(self.eps))
-            xhat = xc * inv_std
+            xhat = xc
+            xhat *= inv_std                    # in place: one array fewer to allocate
             mom = self.momentum
             rm, rv = self.buffers["running_mean"], self.buffers["running_var"]
             rm *= 1 - mom
@@ -128,7 +129,9 @@ class BatchNorm(Layer):
             inv_std = (1 / np.sqrt(self.buffers["running_var"] + self.eps)).astype(x.dtype)
             xhat = (x2 - self.buffers["running_mean"].astype(x.dtype)) * inv_std
             self._cache = (xhat, inv_std, None, x.shape)
-        return self._unrows(xhat * gamma + beta, x.shape)
+        out = xhat * gamma
+        out += beta
+        return self._unrows(out, x.shape)
 
     def _total(self, value):
         """A sum over the rows of the whole batch.  Alone, ``value`` is that sum already; as a
@@ -151,4 +154,8 @@ class BatchNorm(Layer):
         dgamma, dbeta = self._total(np.stack([self.grads["gamma"], self.grads["beta"]]))
         mean_dxhat = dbeta * gamma / m                                        # mean(dxhat, 0)
         mean_dxhat_xhat = dgamma * gamma / m                                  # mean(dxhat * xhat, 0)
-        return self._unrows((dxhat - mean_dxhat - xhat * mean_dxhat_xhat) * inv_std, shape)
+        # (dxhat - mean_dxhat - xhat * mean_dxhat_xhat) * inv_std, in place in dxhat
+        dxhat -= mean_dxhat
+        dxhat -= xhat * mean_dxhat_xhat
+        dxhat *= inv_std
+        return self._unrows(dxhat, shape)
