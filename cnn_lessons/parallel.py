@@ -258,8 +258,10 @@ class DataParallel:
     ``input_shape``) cut into ``processes`` parts (default: :func:`cores`) worked on at the same
     time, one process per part.  ``train``/``eval`` switch the mode of the model and replicas.
 
-    After ``backward`` the model's ``grads`` are those of the whole batch.  Use it as a context
-    manager, or call :meth:`close`, to stop the processes and free the shared memory.
+    After ``backward`` the model's ``grads`` are those of the whole batch.  While it runs, the
+    model's parameters live in the shared memory (change them in place, do not replace them);
+    use it as a context manager, or call :meth:`close`, to stop the processes, copy the
+    parameters back into the model's own arrays and free the shared memory.
     """
 
     def __init__(self, model, batch_size: int, input_shape, processes: int | None = None,
@@ -304,12 +306,21 @@ class DataParallel:
         self._shm = shared_memory.SharedMemory(create=True, size=size)
         self.arrays = _views(self._shm.buf, places)
         self.arrays["ctl"][...] = 0
-        for i, (state, keys) in enumerate(shared_state):      # the state moves into shared
-            for key in keys:                                   # memory; close() moves it back
-                self.arrays[f"s{i}.{key}"][...] = state[key]
-                state[key] = self.arrays[f"s{i}.{key}"]
+        # While the processes run, the parameters and the optimizer's state live in the shared
+        # memory, where every process reads them and updates its stretch; close() copies them
+        # back into the model's (and the optimizer's) own arrays.
+        places_of = [(layer.params, k, f"p{i}.{k}") for i, layer in enumerate(model.layers)
+                     for k in layer.params]
+        places_of += [(state, key, f"s{i}.{key}") for i, (state, keys) in enumerate(shared_state)
+                      for key in keys]
+        moved = []
+        for owner, key, name in places_of:
+            self.arrays[name][...] = owner[key]
+            moved.append((owner, key, owner[key]))
+            owner[key] = self.arrays[name]
         opt_spec = None if self.optimizer is None else (
-            type(optimizer).__name__, optimizer.config(), [keys for _, keys in shared_state])        # On Linux the replicas are forked (as PyTorch's DataLoader does): they start at once,
+            type(optimizer).__name__, optimizer.config(), [keys for _, keys in shared_state])
+        # On Linux the replicas are forked (as PyTorch's DataLoader does): they start at once,
         # and a script need not guard its code with `if __name__ == "__main__"`.
         context = multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
         self._wake = {r: context.Pipe(duplex=False) for r in range(1, self.processes)}
@@ -327,7 +338,7 @@ class DataParallel:
             for process in self._workers:
                 process.start()
         self._finalizer = weakref.finalize(self, _shutdown, self._workers, self._shm,
-                                           self.arrays, self._wake, shared_state)
+                                           self.arrays, self._wake, moved)
         self._active = 0
         self._parts: list[slice] = []
 
@@ -433,10 +444,8 @@ class DataParallel:
                              f"{self.rows * self.processes}, got {len(x)}")
         self._parts, self._active = parts, len(parts)
         self.arrays["ctl"][0, _ACTIVE] = self._active
-        for i, layer in enumerate(self.model.layers):
-            for k, p in layer.params.items():
-                self.arrays[f"p{i}.{k}"][...] = p           # this step's parameters
-            for k, b in getattr(layer, "buffers", {}).items():
+        for i, layer in enumerate(self.model.layers):        # (the parameters are shared
+            for k, b in getattr(layer, "buffers", {}).items():  # already, see __init__)
                 self.arrays[f"b{i}.{k}"][...] = b
         rows = [s.stop - s.start for s in parts]
         for rank in range(1, self._active):
@@ -447,7 +456,7 @@ class DataParallel:
 
     def step(self):
         """The optimizer's step (the ``optimizer`` given to the constructor), each process
-        updating its stretch of every parameter; then the model's parameters are whole again.
+        updating its stretch of every parameter in the shared memory.
         Without a shareable optimizer, the whole step runs in this process."""
         if self.optimizer is None:
             raise ValueError("DataParallel.step: no optimizer was given, or it cannot be shared "
@@ -464,10 +473,6 @@ class DataParallel:
         self._active = parts
         # (the command's "rows" field carries the number of stretches)
         self._run(_STEP, [parts] * parts, lambda: opt.step(part=(0, parts)))
-        for rank in range(1, parts):        # the replicas' stretches, updated in shared memory
-            for i, layer, name in slots:
-                rows = stretch(layer.params[name].size, rank, parts)
-                layer.params[name].reshape(-1)[rows] = self.arrays[f"p{i}.{name}"].reshape(-1)[rows]
 
     def backward(self, dout, input_grad: bool = False):
         """Backpropagate ``dout`` (the loss gradient of the last forward's output) and leave the
@@ -514,7 +519,7 @@ def _dropout_seed(model) -> int:
     return 0
 
 
-def _shutdown(workers, shm, arrays, wake, shared_state):
+def _shutdown(workers, shm, arrays, wake, moved):
     """Stop the replicas (a STOP command, then terminate if they do not answer), free memory."""
     ctl = arrays["ctl"]
     for rank, process in enumerate(workers, start=1):
@@ -531,9 +536,9 @@ def _shutdown(workers, shm, arrays, wake, shared_state):
     for receive, send in wake.values():
         receive.close()
         send.close()
-    for state, keys in shared_state:     # the optimizer's state back into its own memory
-        for key in keys:
-            state[key] = np.array(state[key])
+    for owner, key, own in moved:        # parameters and optimizer state back into the
+        own[...] = owner[key]            # arrays they came from (so references to them stay
+        owner[key] = own                 # good)
     arrays.clear()
     del ctl
     with contextlib.suppress(BufferError):   # a view someone still holds keeps it mapped

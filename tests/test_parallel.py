@@ -101,6 +101,7 @@ def test_the_optimizer_step_is_shared_and_its_state_comes_back():
     alone, split = small_net(), small_net()
     loss = SoftmaxCrossEntropy()
     opt_a, opt_s = Adam(alone, lr=0.01), Adam(split, lr=0.01)
+    own = [layer.params[name] for layer, name in opt_s.slots]
     with DataParallel(split, 8, (1, 8, 8), 2, dtype=np.float64, optimizer=opt_s) as dp:
         assert dp.optimizer is opt_s
         for _ in range(3):
@@ -116,6 +117,8 @@ def test_the_optimizer_step_is_shared_and_its_state_comes_back():
     noise = {(i, name) for i, layer in enumerate(alone.layers)
              for name, g in layer.grads.items() if np.abs(g).max() < 1e-12}
     assert noise == {(0, "b"), (5, "b")}
+    # the model's own arrays again, holding the trained values
+    assert all(layer.params[name] is arr for (layer, name), arr in zip(opt_s.slots, own))
     for i, (a, s) in enumerate(zip(alone.layers, split.layers)):
         for name in a.params:
             if (i, name) not in noise:
