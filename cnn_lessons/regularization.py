@@ -106,13 +106,14 @@ class BatchNorm(Layer):
         x2 = self._rows(x)                                         # (M, C)
         gamma, beta = self.params["gamma"], self.params["beta"]
         if self.training:
-            # the column sums and the number of rows (the last entry), of the whole batch
-            sums = self._total(np.append(np.einsum("ij->j", x2), x2.dtype.type(len(x2))))
+            # the column sums and the number of rows (the last entry, exact in float64), of the
+            # whole batch
+            sums = self._total(np.append(np.einsum("ij->j", x2), np.float64(len(x2))))
             m = int(sums[-1])
             if m < 2:
                 raise ValueError(f"{self!r}: training needs more than one value per feature to "
                                  f"estimate a variance, got input shape {x.shape}")
-            mu = sums[:-1] / x2.dtype.type(m)                                     # (C,)
+            mu = (sums[:-1] / m).astype(x2.dtype)                                 # (C,)
             xc = x2 - mu                                                          # (M, C)
             var = self._total(np.einsum("ij,ij->j", xc, xc)) / x2.dtype.type(m)   # (C,), biased
             inv_std = 1 / np.sqrt(var + x2.dtype.type(self.eps))
