@@ -226,13 +226,12 @@ class NumpyRunner:
         # as cnn_lessons.training.train does: with several cores, DataParallel
         self.net = (DataParallel(model, batch_size, input_shape, processes,
                                  optimizer=self.optimizer) if processes > 1 else model)
+        shared = self.net is not model and self.net.optimizer is not None
+        self.step = self.net.step if shared else self.optimizer.step   # each process its share
 
     def train_step(self, xb, yb):
         self.forward_backward(xb, yb)
-        if self.net is not self.model and self.net.optimizer is not None:
-            self.net.step()                   # each process updates its share
-        else:
-            self.optimizer.step()
+        self.step()
 
     def forward_backward(self, xb, yb):
         logits = self.net.forward(xb)
@@ -687,7 +686,8 @@ def run(args, results, info, threads, numpy_threads) -> int:
                            "batches_per_epoch": batches_per_epoch,
                            "images_per_epoch": images_per_epoch, "extrapolated": extrapolated,
                            "chunks": chunks, "threads_torch": threads if torch else None,
-                           "numpy_processes": numpy_threads, "blas_threads_per_process": 1, "lr": args.lr,
+                           "numpy_processes": numpy_threads, "blas_threads_per_process": 1,
+                           "lr": args.lr,
                            "dtype": "float32", "optimizer": "Adam",
                            "model": "cnn_lessons.models.cnn()",
                            "layers": [repr(layer) for layer in model.layers],

@@ -120,6 +120,8 @@ class SGD(Optimizer):
 class Adam(Optimizer):
     """Adam with bias correction and (coupled, PyTorch-style) L2 weight decay."""
 
+    state_names = ("m", "v")
+
     def __init__(self, layers, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0.0):
         super().__init__(layers, lr, weight_decay)
@@ -127,8 +129,6 @@ class Adam(Optimizer):
         if not (0 <= b1 < 1 and 0 <= b2 < 1):
             raise ValueError(f"Adam: betas must lie in [0, 1), got {betas}")
         self.betas, self.eps = (float(b1), float(b2)), float(eps)
-
-    state_names = ("m", "v")
 
     def config(self):
         return {**super().config(), "betas": list(self.betas), "eps": self.eps}

@@ -68,8 +68,7 @@ def batch_parts(n: int, parts: int) -> list[slice]:
     """``range(n)`` cut into at most ``parts`` contiguous slices of nearly equal length:
     ``batch_parts(64, 2) == [slice(0, 32), slice(32, 64)]``, never an empty slice."""
     parts = max(1, min(parts, n))
-    bounds = [n * k // parts for k in range(parts + 1)]
-    return [slice(bounds[k], bounds[k + 1]) for k in range(parts)]
+    return [stretch(n, k, parts) for k in range(parts)]
 
 
 @contextlib.contextmanager
@@ -171,7 +170,6 @@ def _wait_for_command(me, seen, wake, alive, patience=0.01):
                 alive()
         finally:
             me[_ASLEEP] = 0
-
 
 
 def _replica_main(shm_name, places, spec, rank, seed, wake, optimizer):
@@ -456,8 +454,8 @@ class DataParallel:
 
     def step(self):
         """The optimizer's step (the ``optimizer`` given to the constructor), each process
-        updating its stretch of every parameter in the shared memory.
-        Without a shareable optimizer, the whole step runs in this process."""
+        updating its stretch of every parameter in the shared memory.  Refused when no
+        optimizer could be shared (``self.optimizer is None``): call the optimizer's own step."""
         if self.optimizer is None:
             raise ValueError("DataParallel.step: no optimizer was given, or it cannot be shared "
                              "(use the optimizer's own step)")

@@ -115,7 +115,10 @@ def train(model, x_train, y_train, *, epochs: int = 1, batch_size: int = 64, opt
         runner = parallel.DataParallel(model, max(batch_size, EVAL_BATCH),
                                        np.shape(x_train)[1:], cores,
                                        dtype=np.asarray(x_train[:1]).dtype, optimizer=optimizer)
-    net = runner or model
+    net = model if runner is None else runner
+    # with a shareable optimizer, each process updates its share of the parameters
+    apply_step = runner.step if runner is not None and runner.optimizer is not None \
+        else optimizer.step
     step = 0
 
     def one_epoch(epoch, order, bar):
@@ -132,10 +135,7 @@ def train(model, x_train, y_train, *, epochs: int = 1, batch_size: int = 64, opt
             step += 1
             if check_finite:
                 _check_finite(model, loss, step, epoch)
-            if runner is not None and runner.optimizer is not None:
-                runner.step()                 # each process updates its share
-            else:
-                optimizer.step()
+            apply_step()
             hits = int((logits.argmax(axis=1) == yb).sum())
             seen += len(yb)
             correct += hits
@@ -153,32 +153,32 @@ def train(model, x_train, y_train, *, epochs: int = 1, batch_size: int = 64, opt
                 callback(step, loss)
         return loss_sum / seen, correct / seen
 
+    evaluator = net if runner is None or x_test is None or runner.accepts(x_test) else model
     try:
-        for epoch in range(1, epochs + 1):
-            start = time.perf_counter()
-            order = rng.permutation(n)
-            bar = _progress(batches_per_epoch, f"epoch {epoch}/{epochs}", progress)
-            with parallel.blas_threads(1) if runner else contextlib.nullcontext():
+        # one BLAS thread per process while the processes work (see parallel.py)
+        with parallel.blas_threads(1) if runner is not None else contextlib.nullcontext():
+            for epoch in range(1, epochs + 1):
+                start = time.perf_counter()
+                order = rng.permutation(n)
+                bar = _progress(batches_per_epoch, f"epoch {epoch}/{epochs}", progress)
                 train_loss, train_acc = one_epoch(epoch, order, bar)
-            seconds = time.perf_counter() - start
-            e = history["epoch"]
-            e["epoch"].append(epoch)
-            e["train_loss"].append(train_loss)
-            e["train_accuracy"].append(train_acc)
-            e["seconds"].append(seconds)
-            if x_test is not None:
-                with parallel.blas_threads(1) if runner else contextlib.nullcontext():
-                    evaluator = net if runner is None or runner.accepts(x_test) else model
+                seconds = time.perf_counter() - start
+                e = history["epoch"]
+                e["epoch"].append(epoch)
+                e["train_loss"].append(train_loss)
+                e["train_accuracy"].append(train_acc)
+                e["seconds"].append(seconds)
+                if x_test is not None:
                     test_loss, test_acc = evaluate_loss_accuracy(evaluator, x_test, y_test,
                                                                  loss_fn, EVAL_BATCH)
-                e["test_loss"].append(test_loss)
-                e["test_accuracy"].append(test_acc)
-            if bar is not None:
-                post = {"loss": f"{train_loss:.4f}", "acc": f"{train_acc:.2%}"}
-                if x_test is not None:
-                    post["test_acc"] = f"{e['test_accuracy'][-1]:.2%}"
-                bar.set_postfix(post)
-                bar.close()
+                    e["test_loss"].append(test_loss)
+                    e["test_accuracy"].append(test_acc)
+                if bar is not None:
+                    post = {"loss": f"{train_loss:.4f}", "acc": f"{train_acc:.2%}"}
+                    if x_test is not None:
+                        post["test_acc"] = f"{e['test_accuracy'][-1]:.2%}"
+                    bar.set_postfix(post)
+                    bar.close()
     finally:
         if runner is not None:
             runner.close()
