@@ -113,7 +113,7 @@ class BatchNorm(Layer):
             if m < 2:
                 raise ValueError(f"{self!r}: training needs more than one value per feature to "
                                  f"estimate a variance, got input shape {x.shape}")
-            mu = (sums[:-1] / m).astype(x2.dtype)                                 # (C,)
+            mu = sums[:-1].astype(x2.dtype) / x2.dtype.type(m)                     # (C,)
             xc = x2 - mu                                                          # (M, C)
             var = self._total(np.einsum("ij,ij->j", xc, xc)) / x2.dtype.type(m)   # (C,), biased
             inv_std = 1 / np.sqrt(var + x2.dtype.type(self.eps))
