@@ -140,14 +140,56 @@ class MaxPool2D(_Pool2D):
         """``x (N, C, H, W) -> (N, C, Ho, Wo)``."""
         x, ho, wo = self._output_hw(x)
         xt = x.transpose(0, 2, 3, 1)
+        if self.training and self._halves(xt):
+            return self._forward_2x2(xt)
         out = self._combine(xt, ho, wo, np.maximum)                # (N, Ho, Wo, C)
         self._cache = (xt, out)
         return out.transpose(0, 3, 1, 2)
 
+    def _halves(self, xt) -> bool:
+        """Whether this is the classic case: 2x2 windows, stride 2, even height and width."""
+        return (self.kernel_size == (2, 2) and self.stride == (2, 2)
+                and xt.shape[1] % 2 == 0 and xt.shape[2] % 2 == 0)
+
+    # The classic 2x2 pooling in training, as a tournament: the two entries of each row of a
+    # window play first (``right``: the right one is strictly larger), then the two row winners
+    # (``low``: the bottom row's is strictly larger).  Strict comparisons let the earlier entry
+    # win a tie, so the overall winner is the first maximum in row-major order, as in the loops.
+    # Backward then needs only these three boolean arrays, not the input: it reads and writes
+    # far less memory than the general method below.
+    def _forward_2x2(self, xt):
+        a, b = xt[:, 0::2, 0::2, :], xt[:, 0::2, 1::2, :]        # top-left, top-right
+        c, d = xt[:, 1::2, 0::2, :], xt[:, 1::2, 1::2, :]        # bottom-left, bottom-right
+        right_top, right_bottom = np.greater(b, a), np.greater(d, c)   # (N, Ho, Wo, C) each
+        top, bottom = np.maximum(a, b), np.maximum(c, d)
+        low = np.greater(bottom, top)
+        out = np.maximum(top, bottom, out=top)
+        self._cache = (xt.shape, out, (right_top, right_bottom, low))
+        return out.transpose(0, 3, 1, 2)
+
+    def _backward_2x2(self, dt, x_shape, dtype, right_top, right_bottom, low):
+        """``dt (N, Ho, Wo, C)`` -> ``dx (N, H, W, C)``: the gradient goes down the tournament.
+        Multiplying by a 0/1 mask and subtracting are exact, so this equals the general method
+        bit for bit."""
+        dx = np.empty(x_shape, dtype)
+        d_bottom = dt * low                   # the gradient of windows won by the bottom row
+        d_top = dt - d_bottom                 # ... and by the top row
+        np.multiply(d_top, right_top, out=dx[:, 0::2, 1::2, :])
+        np.subtract(d_top, dx[:, 0::2, 1::2, :], out=dx[:, 0::2, 0::2, :])
+        np.multiply(d_bottom, right_bottom, out=dx[:, 1::2, 1::2, :])
+        np.subtract(d_bottom, dx[:, 1::2, 1::2, :], out=dx[:, 1::2, 0::2, :])
+        return dx
+
     def backward(self, dout):
         """``dout (N, C, Ho, Wo) -> dx (N, C, H, W)``: each window's gradient goes to its
         winner, the FIRST input (row-major) equal to the window's maximum."""
-        xt, out = self._saved()
+        if len(self._saved()) == 3:                              # the 2x2 tournament
+            x_shape, out, masks = self._cache
+            n, ho, wo, c = out.shape
+            dt = self._check_dout(dout, (n, c, ho, wo)).transpose(0, 2, 3, 1)
+            dx = self._backward_2x2(dt, x_shape, np.result_type(dout, out), *masks)
+            return dx.transpose(0, 3, 1, 2)
+        xt, out = self._cache
         n, ho, wo, c = out.shape
         dt = self._check_dout(dout, (n, c, ho, wo)).transpose(0, 2, 3, 1)
         tiles = (not self._overlapping() and xt.shape[1] == ho * self.kernel_size[0]

@@ -194,6 +194,33 @@ def test_maxpool_ties_go_to_the_first_maximum(case):
                                first_max_routing(x, dout, case["kernel"], case["stride"]), **TIGHT)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, F64])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_maxpool_2x2_tournament_equals_the_loops_bit_for_bit(dtype, channels_last):
+    """The classic 2x2 case trains with its own method (a tournament, see pooling.py): on
+    MNIST-like input full of exact ties its output and gradient equal the loops exactly,
+    and evaluation mode (the general method) gives the same output."""
+    rng = np.random.default_rng(7)
+    x = (rng.integers(0, 3, (3, 4, 8, 6)) * (rng.random((3, 4, 8, 6)) < 0.5)).astype(dtype)
+    x[0, 0] = 0                                           # whole windows of equal values
+    if channels_last:                                     # as a convolution's output is stored
+        x = np.ascontiguousarray(x.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+    layer = MaxPool2D(2)
+    out = layer.forward(x)
+    assert len(layer._cache) == 3                         # the tournament ran
+    out_ref, argmax = maxpool_forward_naive(x, (2, 2), (2, 2))
+    np.testing.assert_array_equal(out, out_ref)
+    dout = rng.standard_normal(out.shape).astype(dtype)
+    dx = layer.backward(dout)
+    assert dx.dtype == dtype
+    np.testing.assert_array_equal(dx, maxpool_backward_naive(dout, x.shape, argmax, (2, 2), (2, 2)))
+    np.testing.assert_array_equal(dx, first_max_routing(x, dout, (2, 2), (2, 2)))
+    layer.training = False
+    np.testing.assert_array_equal(layer.forward(x), out_ref)
+    assert len(layer._cache) == 2                         # the general method
+    np.testing.assert_array_equal(layer.backward(dout), dx)
+
+
 def test_maxpool_all_zero_input_hand_example():
     x = np.zeros((1, 1, 4, 4))
     layer = MaxPool2D(2)
