@@ -376,9 +376,10 @@ def to_torch(model, input_shape):
     modules, links = [], []
     for i, (layer, shape) in enumerate(zip(model.layers, trace_input_shapes(model, input_shape))):
         if isinstance(layer, Conv2D):                 # Conv2DNaive too
+            bias = "b" in layer.params
             m = nn.Conv2d(layer.in_channels, layer.out_channels, layer.kernel_size,
-                          stride=layer.stride, padding=layer.padding, bias=True, dtype=dtype)
-            links += [(layer, "W", m.weight, False), (layer, "b", m.bias, False)]
+                          stride=layer.stride, padding=layer.padding, bias=bias, dtype=dtype)
+            links += [(layer, "W", m.weight, False)] + ([(layer, "b", m.bias, False)] if bias else [])
         elif isinstance(layer, MaxPool2D):            # MaxPool2DNaive too
             m = nn.MaxPool2d(layer.kernel_size, stride=layer.stride)
         elif isinstance(layer, AvgPool2D):

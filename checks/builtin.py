@@ -43,6 +43,8 @@ CASES = {
         lambda: (Conv2D(2, 3, 3, stride=2, padding=1, rng=0), normal(2, 2, 7, 7)),
     "Conv2D(2, 3, (2, 3), padding=(1, 0))":
         lambda: (Conv2D(2, 3, (2, 3), padding=(1, 0), rng=0), normal(2, 2, 5, 6)),
+    "Conv2D(2, 3, 3, padding=1, bias=False)":
+        lambda: (Conv2D(2, 3, 3, padding=1, bias=False, rng=0), normal(2, 2, 5, 5)),
     "Conv2DNaive(2, 3, 3, stride=2, padding=1)":
         lambda: (Conv2DNaive(2, 3, 3, stride=2, padding=1, rng=0), normal(2, 2, 5, 5)),
     "MaxPool2D(2)": lambda: (MaxPool2D(2), normal(2, 3, 6, 6)),

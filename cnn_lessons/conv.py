@@ -81,14 +81,16 @@ def conv2d_backward_naive(dout, x, W, stride=(1, 1), padding=(0, 0)):
 # -- the layer ----------------------------------------------------------------------------------
 
 class Conv2D(Layer):
-    """``Conv2D(in_channels, out_channels, kernel_size, stride=1, padding=0)``.
+    """``Conv2D(in_channels, out_channels, kernel_size, stride=1, padding=0, bias=True)``.
 
     ``kernel_size``, ``stride`` and ``padding`` take an int or an ``(h, w)`` pair.
     ``params``: ``W (out_channels, in_channels, kh, kw)``, ``b (out_channels,)``.
+    ``bias=False`` leaves ``b`` out (no bias is added): for a convolution followed by batch
+    norm, which subtracts every channel's mean and with it any constant a bias would add.
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0,
-                 *, init: str = "he", rng=None, dtype=np.float32):
+                 bias: bool = True, *, init: str = "he", rng=None, dtype=np.float32):
         super().__init__()
         name = f"Conv2D({in_channels}, {out_channels})"
         self.in_channels, self.out_channels = int(in_channels), int(out_channels)
@@ -102,7 +104,10 @@ class Conv2D(Layer):
         fan_in = in_channels * kh * kw
         self.params["W"] = initialise(init, (out_channels, in_channels, kh, kw), fan_in,
                                       out_channels * kh * kw, rng, dtype)
-        self.params["b"] = np.zeros(out_channels, dtype=dtype)
+        if not isinstance(bias, (bool, np.bool_)):
+            raise ValueError(f"{name}: bias must be True or False, got {bias!r}")
+        if bias:
+            self.params["b"] = np.zeros(out_channels, dtype=dtype)
         self._buffers: dict[str, np.ndarray] = {}
 
     def config(self):
@@ -112,6 +117,8 @@ class Conv2D(Layer):
             cfg["stride"] = compact(self.stride)
         if self.padding != (0, 0):
             cfg["padding"] = compact(self.padding)
+        if "b" not in self.params:
+            cfg["bias"] = False
         return cfg
 
     def _output_hw(self, x):
@@ -135,7 +142,7 @@ class Conv2D(Layer):
     def forward(self, x):
         """``x (N, C, H, W) -> out (N, F, Ho, Wo)``."""
         x, ho, wo = self._output_hw(x)
-        W, b = self.params["W"], self.params["b"]
+        W = self.params["W"]
         (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
         n, c, h, w = x.shape
         dtype = np.result_type(x, W)
@@ -158,12 +165,14 @@ class Conv2D(Layer):
         cols2d = cols.reshape(n * ho * wo, kh * kw * c)
         w2d = W.transpose(0, 2, 3, 1).reshape(self.out_channels, kh * kw * c)   # (F, kh*kw*C)
         out = cols2d @ w2d.T                                                   # (N*Ho*Wo, F)
-        out += b
+        if "b" in self.params:
+            out += self.params["b"]
         self._cache = (x.shape, cols2d, ho, wo)
         return out.reshape(n, ho, wo, self.out_channels).transpose(0, 3, 1, 2)
 
     def backward(self, dout, input_grad: bool = True):
-        """``dout (N, F, Ho, Wo) -> dx (N, C, H, W)``; fills ``grads['W']`` and ``grads['b']``.
+        """``dout (N, F, Ho, Wo) -> dx (N, C, H, W)``; fills ``grads['W']`` and ``grads['b']``
+        (when the layer has a bias).
 
         ``input_grad=False`` skips ``dx`` and returns None: nothing needs the gradient of the
         images that enter the first layer (:meth:`Sequential.backward` asks for this).
@@ -178,7 +187,8 @@ class Conv2D(Layer):
         dout2d = dout.transpose(0, 2, 3, 1).reshape(n * ho * wo, f)
         dw = (dout2d.T @ cols2d).reshape(f, kh, kw, c)                # columns were (u, v, c)
         self.grads["W"] = np.ascontiguousarray(dw.transpose(0, 3, 1, 2))
-        self.grads["b"] = np.einsum("ij->j", dout2d)   # column sums; sum(axis=0) is slower
+        if "b" in self.params:
+            self.grads["b"] = np.einsum("ij->j", dout2d)   # column sums; sum(axis=0) is slower
         if not input_grad:
             return None
         # input gradient, one kernel offset (u, v) at a time: a (N*Ho*Wo, F) @ (F, C) product
@@ -198,11 +208,14 @@ class Conv2DNaive(Conv2D):
     def forward(self, x):
         x, ho, wo = self._output_hw(x)
         self._cache = (x, ho, wo)
-        return conv2d_forward_naive(x, self.params["W"], self.params["b"], self.stride, self.padding)
+        b = self.params.get("b", np.zeros(self.out_channels, x.dtype))
+        return conv2d_forward_naive(x, self.params["W"], b, self.stride, self.padding)
 
     def backward(self, dout):
         x, ho, wo = self._saved()
         dout = self._check_dout(dout, (x.shape[0], self.out_channels, ho, wo))
-        dx, self.grads["W"], self.grads["b"] = conv2d_backward_naive(
+        dx, self.grads["W"], db = conv2d_backward_naive(
             dout, x, self.params["W"], self.stride, self.padding)
+        if "b" in self.params:
+            self.grads["b"] = db
         return dx

@@ -106,7 +106,7 @@ def every_layer_model(rng):
         Conv2D(2, 4, (3, 2), stride=2, padding=1, rng=rng, dtype=f64),     # (N, 4, 5, 5)
         BatchNorm(4, eps=1e-3, momentum=0.3, dtype=f64), LeakyReLU(0.2),
         AvgPool2D(2, stride=1),                                              # (N, 4, 4, 4)
-        Conv2D(4, 3, 2, rng=rng, dtype=f64), Tanh(),                         # (N, 3, 3, 3)
+        Conv2D(4, 3, 2, bias=False, rng=rng, dtype=f64), Tanh(),             # (N, 3, 3, 3)
         MaxPool2D(2, stride=1),                                              # (N, 3, 2, 2)
         Flatten(), Dense(12, 6, rng=rng, dtype=f64),
         BatchNorm(6, eps=1e-4, momentum=0.2, dtype=f64), Sigmoid(), Dropout(0.3, rng=rng),
@@ -142,7 +142,8 @@ def test_translation_computes_the_same(speed):
     t_out = net(torch.from_numpy(x))
     t_out.backward(torch.from_numpy(dout))
     np.testing.assert_allclose(t_out.detach().numpy(), out, rtol=1e-12, atol=1e-13)
-    assert len(links) == 2 * 5 + 4 * 2              # 5 Conv2D/Dense (W, b), 2 BatchNorms
+    assert len(links) == 2 * 5 - 1 + 4 * 2          # 5 Conv2D/Dense (W, b; one without b),
+    assert type(net[4]).__name__ == "Conv2d" and net[4].bias is None   # 2 BatchNorms
     for layer, key, tensor, transpose in links:
         if key in layer.params:
             ours, theirs = layer.grads[key], tensor.grad.numpy()

@@ -370,6 +370,37 @@ def test_image_layers_backward_before_forward_and_wrong_dout(layer):
     assert_names(err, type(layer).__name__, str(out.shape), "(1, 2, 3, 3)")
 
 
+@settings(max_examples=40, deadline=None)
+@given(case=conv_cases())
+def test_conv_without_bias_is_the_convolution_with_zero_bias(case):
+    layer, x, rng = make_conv(case)
+    plain = Conv2D(case["c"], case["f"], case["kernel"], case["stride"], case["padding"],
+                   bias=False, dtype=F64)
+    assert list(plain.params) == ["W"] and plain.config()["bias"] is False
+    plain.params["W"][...] = layer.params["W"]
+    zero = np.zeros(case["f"])
+    out = plain.forward(x)
+    np.testing.assert_allclose(out, conv_direct_sum(x, layer.params["W"], zero, case["stride"],
+                                                    case["padding"]), **TIGHT)
+    dout = rng.standard_normal(out.shape)
+    dx = plain.backward(dout)
+    ref_dx, ref_dw, _ = conv2d_backward_naive(dout, x, layer.params["W"], case["stride"],
+                                              case["padding"])
+    assert list(plain.grads) == ["W"]
+    np.testing.assert_allclose(plain.grads["W"], ref_dw, **TIGHT)
+    np.testing.assert_allclose(dx, ref_dx, **TIGHT)
+    naive = Conv2DNaive(**plain.config(), dtype=F64)
+    naive.params["W"][...] = layer.params["W"]
+    np.testing.assert_allclose(naive.forward(x), out, **TIGHT)
+    np.testing.assert_allclose(naive.backward(dout), dx, **TIGHT)
+    assert list(naive.grads) == ["W"]
+
+
+def test_conv_refuses_a_bias_that_is_not_true_or_false():
+    with pytest.raises(ValueError, match=r"Conv2D\(1, 2\): bias must be True or False"):
+        Conv2D(1, 2, 3, bias="no")
+
+
 @pytest.mark.parametrize("kwargs", [dict(kernel_size=0), dict(kernel_size=3, stride=0),
                                     dict(kernel_size=3, padding=-1),
                                     dict(kernel_size=(3, 3, 3))])
