@@ -4,9 +4,9 @@
 
 ``cnn()`` -- the book's convolutional network (input ``(N, 1, 28, 28)``)::
 
-    Conv2D(1, 32, 3, padding=1)                   (N, 32, 28, 28)
+    Conv2D(1, 32, 3, padding=1, bias=False)       (N, 32, 28, 28)
     MaxPool2D(2) -> BatchNorm(32) -> ReLU         (N, 32, 14, 14)
-    Conv2D(32, 64, 3, padding=1)                  (N, 64, 14, 14)
+    Conv2D(32, 64, 3, padding=1, bias=False)      (N, 64, 14, 14)
     MaxPool2D(2) -> BatchNorm(64) -> ReLU         (N, 64, 7, 7)
     Flatten                                       (N, 3136)
     Dense(3136, 128) -> ReLU                      (N, 128)
@@ -14,7 +14,8 @@
 
 Pooling comes straight after each convolution: max pooling commutes with ReLU, and batch norm
 and ReLU then run on a quarter of the values, which makes a training step noticeably faster
-for the same accuracy.  Trained with Adam and a cosine learning-rate schedule for 3 epochs it
+for the same accuracy.  The convolutions have no bias: the batch norm after each (pooling passes
+a constant shift straight through) subtracts every channel's mean, and a bias with it.  Trained with Adam and a cosine learning-rate schedule for 3 epochs it
 reaches about 99.3% on the 10,000 MNIST test digits.
 """
 
@@ -46,9 +47,9 @@ def cnn(seed=0, dtype=np.float32) -> Sequential:
     """The book's CNN; see the module docstring for the shapes."""
     rng = as_rng(seed)
     return Sequential([
-        Conv2D(1, 32, 3, padding=1, rng=rng, dtype=dtype),
+        Conv2D(1, 32, 3, padding=1, bias=False, rng=rng, dtype=dtype),
         MaxPool2D(2), BatchNorm(32, dtype=dtype), ReLU(),
-        Conv2D(32, 64, 3, padding=1, rng=rng, dtype=dtype),
+        Conv2D(32, 64, 3, padding=1, bias=False, rng=rng, dtype=dtype),
         MaxPool2D(2), BatchNorm(64, dtype=dtype), ReLU(),
         Flatten(),
         Dense(64 * 7 * 7, 128, rng=rng, dtype=dtype), ReLU(),

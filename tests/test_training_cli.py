@@ -11,7 +11,7 @@ import sys
 import numpy as np
 import pytest
 
-from cnn_lessons import SGD, Adam, Dense, Flatten, ReLU, Sequential, models
+from cnn_lessons import SGD, Adam, Conv2D, Dense, Flatten, ReLU, Sequential, models
 from cnn_lessons.data import load_mnist
 from cnn_lessons.model import read_metadata
 from cnn_lessons.training import TrainingDiverged, evaluate_loss_accuracy, lr_at, train
@@ -38,10 +38,11 @@ def test_cnn_shapes_and_parameter_count():
     model = models.cnn()
     out = model.forward(np.zeros((2, 1, 28, 28), np.float32))
     assert out.shape == (2, 10) and out.dtype == np.float32
-    # counted from the architecture by hand: conv 1->32 3x3, conv 32->64 3x3, two BatchNorms,
-    # dense 64*7*7 -> 128 -> 10
-    expected = (32 * 9 + 32) + (64 * 32 * 9 + 64) + 2 * 32 + 2 * 64 + (3136 * 128 + 128) + (128 * 10 + 10)
-    assert model.num_params() == expected
+    # counted from the architecture by hand: conv 1->32 3x3 and conv 32->64 3x3 without biases
+    # (batch norm follows each), two BatchNorms, dense 64*7*7 -> 128 -> 10
+    expected = (32 * 9) + (64 * 32 * 9) + 2 * 32 + 2 * 64 + (3136 * 128 + 128) + (128 * 10 + 10)
+    assert model.num_params() == expected == 421_738
+    assert [list(layer.params) for layer in model.layers if isinstance(layer, Conv2D)] == [["W"]] * 2
 
 
 def test_models_are_seeded():
