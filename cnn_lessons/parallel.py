@@ -3,8 +3,8 @@
 Every image of a batch goes through the network on its own, except in batch norm, whose
 statistics are taken over the whole batch.  So a batch of 64 can be cut into two halves, one
 half sent through the model in this process and the other through a *replica* of the model in
-a second process, on the second core.  The replica's parameter gradients are added to the
-model's.  The optimizer's update is elementwise, so its step is shared too: each process
+a second process, on the second core.  The processes then add up their parameter gradients,
+each one stretch of them.  The optimizer's update is elementwise, so its step is shared too: each process
 updates its own stretch of every parameter (``Optimizer.step(part=...)``), with the optimizer's
 state (Adam's ``m`` and ``v``) in the shared memory while the processes run.
 
@@ -14,9 +14,9 @@ handing the lock to each other (measured here: two threads were *slower* than on
 processes share nothing but the memory we give them, so each runs at full speed.
 
 What the processes share is one block of shared memory (:mod:`multiprocessing.shared_memory`)
-holding, as NumPy arrays: the parameters (copied in before each forward pass), each replica's
-part of the batch, its output and output gradient, its parameter gradients, and a few counters
-through which the processes tell each other what to do and when they are done.  Waiting is a
+holding, as NumPy arrays: the parameters (they live there while the processes run), each
+replica's part of the batch, its output and output gradient, every process's parameter
+gradients (:func:`_add_up` adds them up), the optimizer's state, and a few counters through which the processes tell each other what to do and when they are done.  Waiting is a
 loop that reads a counter -- the waiting core would be idle anyway, and waking a sleeping
 process costs a tenth of a millisecond here, a dozen times per step.
 
@@ -133,6 +133,10 @@ class _Sync:
     def __init__(self, arrays, rank, check):
         self.ctl, self.slots, self.rank, self.check = arrays["ctl"], arrays["slots"], rank, check
 
+    def barrier(self):
+        """Wait until every active process has come this far (a round that adds nothing)."""
+        self.total(np.zeros(0))
+
     def total(self, value):
         value = np.asarray(value)
         flat = value.reshape(-1)
@@ -150,6 +154,23 @@ class _Sync:
         for other in range(1, active):
             out += slot[other]
         return out.astype(value.dtype).reshape(value.shape)
+
+
+def _add_up(model, arrays, rank, active, sync):
+    """The gradients of the whole batch, added up by all processes together: each puts its
+    own part's gradients in its slots ``g{rank}``; once all have (``sync.barrier()``), each adds
+    one stretch of every gradient over the processes, into ``g0``, which then holds the whole
+    batch's gradients.  ``g0 + g1 + ...`` in rank order: the same numbers as one adder."""
+    for i, layer in enumerate(model.layers):
+        for name, g in layer.grads.items():
+            arrays[f"g{rank}.{i}.{name}"][...] = g
+    sync.barrier()
+    for i, layer in enumerate(model.layers):
+        for name in layer.grads:
+            total = arrays[f"g0.{i}.{name}"].reshape(-1)
+            part = stretch(total.size, rank, active)
+            for other in range(1, active):
+                total[part] += arrays[f"g{other}.{i}.{name}"].reshape(-1)[part]
 
 
 # -- the replica's process ----------------------------------------------------------------------
@@ -192,6 +213,7 @@ def _replica_main(shm_name, places, spec, rank, seed, wake, optimizer):
         if me[_ABORT]:
             raise RuntimeError("stopped: the main process failed during this step")
 
+    sync = _Sync(arrays, rank, check)
     types = layer_types()
     model = Sequential([types[entry["type"]](**entry["config"]) for entry in spec])
     rng = np.random.default_rng(seed)
@@ -203,7 +225,7 @@ def _replica_main(shm_name, places, spec, rank, seed, wake, optimizer):
         if isinstance(getattr(layer, "rng", None), np.random.Generator):
             layer.rng = np.random.default_rng(rng.integers(2**63))   # its own dropout masks
         if hasattr(layer, "sync"):
-            layer.sync = _Sync(arrays, rank, check)
+            layer.sync = sync
     opt = None
     if optimizer is not None:       # the same optimizer, on the shared parameters and state
         from . import optimizers
@@ -228,14 +250,12 @@ def _replica_main(shm_name, places, spec, rank, seed, wake, optimizer):
                     arrays[f"y{rank}"][:n] = model.forward(arrays[f"x{rank}"][:n])
                 elif me[_CMD] == _STEP:     # this process's stretch of every parameter
                     for i, layer in enumerate(model.layers):
-                        layer.grads = {k: arrays[f"g{rank}.{i}.{k}"] for k in layer.params}
+                        layer.grads = {k: arrays[f"g0.{i}.{k}"] for k in layer.params}
                     opt.lr, opt.t = float(arrays["opt"][0]), int(arrays["opt"][1]) - 1
                     opt.step(part=(rank, int(me[_ROWS])))
                 else:
                     model.backward(arrays[f"d{rank}"][:n], input_grad=False)
-                    for i, layer in enumerate(model.layers):
-                        for name, g in layer.grads.items():
-                            arrays[f"g{rank}.{i}.{name}"][...] = g
+                    _add_up(model, arrays, rank, int(ctl[0, _ACTIVE]), sync)
                 me[_ERROR] = 0
             except BaseException as err:             # noqa: BLE001 - reported to the main process
                 if isinstance(err, SystemExit):
@@ -283,10 +303,11 @@ class DataParallel:
             entries += [(f"p{i}.{k}", p.shape, p.dtype) for k, p in layer.params.items()]
             entries += [(f"b{i}.{k}", b.shape, b.dtype)
                         for k, b in getattr(layer, "buffers", {}).items()]
-        for r in range(1, self.processes):
-            entries += [(f"x{r}", (self.rows, *input_shape), dtype),
-                        (f"y{r}", (self.rows, *out_shape), dtype),
-                        (f"d{r}", (self.rows, *out_shape), dtype)]
+        for r in range(self.processes):    # g0: this process's gradients, then the batch's
+            if r > 0:
+                entries += [(f"x{r}", (self.rows, *input_shape), dtype),
+                            (f"y{r}", (self.rows, *out_shape), dtype),
+                            (f"d{r}", (self.rows, *out_shape), dtype)]
             for i, layer in enumerate(model.layers):
                 entries += [(f"g{r}.{i}.{k}", p.shape, p.dtype) for k, p in layer.params.items()]
         # The optimizer's step is elementwise: each process can update its own stretch of every
@@ -336,7 +357,7 @@ class DataParallel:
             for process in self._workers:
                 process.start()
         self._finalizer = weakref.finalize(self, _shutdown, self._workers, self._shm,
-                                           self.arrays, self._wake, moved)
+                                           self.arrays, self._wake, moved, model.layers)
         self._active = 0
         self._parts: list[slice] = []
 
@@ -358,6 +379,19 @@ class DataParallel:
             raise RuntimeError(f"DataParallel: replica process {rank} died "
                                f"(exit code {process.exitcode})")
 
+    def _check_meeting(self):
+        """While this process waits for the replicas to meet: a replica that died, or that
+        finished the command without coming (it failed), is reported, not waited for."""
+        ctl = self.arrays["ctl"]
+        for rank in range(1, self._active):
+            self._check(rank)
+            if ctl[rank, _DONE] == ctl[rank, _SEQ] and ctl[rank, _ERROR]:
+                raise RuntimeError("DataParallel: " + self._error(rank))
+
+    def _error(self, rank):
+        text = bytes(self.arrays["err"][rank, :self.arrays["ctl"][rank, _ERROR]])
+        return f"replica process {rank} failed:\n" + text.decode("utf-8", "replace")
+
     def _send(self, command, rows):
         ctl = self.arrays["ctl"]
         for rank in range(1, self._active):
@@ -371,23 +405,19 @@ class DataParallel:
         ctl = self.arrays["ctl"]
         for rank in range(1, self._active):
             _wait_until(lambda: ctl[rank, _DONE] == ctl[rank, _SEQ], lambda: self._check(rank))
-        errors = []
-        for rank in range(1, self._active):
-            if ctl[rank, _ERROR]:
-                text = bytes(self.arrays["err"][rank, :ctl[rank, _ERROR]]).decode("utf-8", "replace")
-                errors.append(f"replica process {rank} failed:\n{text}")
-        return errors
+        return [self._error(rank) for rank in range(1, self._active) if ctl[rank, _ERROR]]
 
     def _run(self, command, rows, work):
-        """Send ``command`` to the replicas, do this process's part with ``work()``, wait."""
+        """Send ``command`` to the replicas, do this process's part with ``work(sync)``, wait.
+        ``sync`` is this process's side of the meetings (:class:`_Sync`)."""
         ctl = self.arrays["ctl"]
         self._send(command, rows)
-        sync = _Sync(self.arrays, 0, lambda: [self._check(r) for r in range(1, self._active)])
+        sync = _Sync(self.arrays, 0, self._check_meeting)
         norms = [layer for layer in self.model.layers if hasattr(layer, "sync")]
         for layer in norms:
             layer.sync = sync
         try:
-            result = work()
+            result = work(sync)
             errors = self._collect()
         except BaseException:                        # an error here, or Ctrl-C while waiting:
             ctl[1:, _ABORT] = 1                      # release replicas waiting for this one,
@@ -448,7 +478,7 @@ class DataParallel:
         rows = [s.stop - s.start for s in parts]
         for rank in range(1, self._active):
             self.arrays[f"x{rank}"][:rows[rank]] = x[parts[rank]]
-        out0 = self._run(_FORWARD, rows, lambda: self.model.forward(x[parts[0]]))
+        out0 = self._run(_FORWARD, rows, lambda sync: self.model.forward(x[parts[0]]))
         return np.concatenate([out0] + [self.arrays[f"y{r}"][:rows[r]]
                                         for r in range(1, self._active)])
 
@@ -460,21 +490,21 @@ class DataParallel:
             raise ValueError("DataParallel.step: no optimizer was given, or it cannot be shared "
                              "(use the optimizer's own step)")
         opt, parts = self.optimizer, self.processes
-        slots = [(i, layer, name) for i, layer in enumerate(self.model.layers)
-                 for name in layer.params]
-        for rank in range(1, parts):        # the whole batch's gradients, for its stretch
-            for i, layer, name in slots:
-                rows = stretch(layer.params[name].size, rank, parts)
-                shared = self.arrays[f"g{rank}.{i}.{name}"].reshape(-1)
-                shared[rows] = layer.grads[name].reshape(-1)[rows]
+        for i, layer in enumerate(self.model.layers):   # the replicas read the whole batch's
+            for name in layer.params:                   # gradients from g0
+                if layer.grads[name] is not self.arrays[f"g0.{i}.{name}"]:
+                    self.arrays[f"g0.{i}.{name}"][...] = layer.grads[name]   # set by hand
         self.arrays["opt"][:] = opt.lr, opt.t + 1
         self._active = parts
         # (the command's "rows" field carries the number of stretches)
-        self._run(_STEP, [parts] * parts, lambda: opt.step(part=(0, parts)))
+        self._run(_STEP, [parts] * parts, lambda sync: opt.step(part=(0, parts)))
 
     def backward(self, dout, input_grad: bool = False):
         """Backpropagate ``dout`` (the loss gradient of the last forward's output) and leave the
-        whole batch's gradients in the model's ``grads``.  No input gradient: returns None."""
+        whole batch's gradients in the model's ``grads``.  No input gradient: returns None.
+
+        The ``grads`` are views of the shared memory, overwritten by the next backward (copy
+        them to keep them); :meth:`close` gives the model copies of the last ones."""
         if input_grad:
             raise ValueError("DataParallel: backward computes parameter gradients only")
         dout = np.asarray(dout)
@@ -484,14 +514,14 @@ class DataParallel:
         rows = [s.stop - s.start for s in self._parts]
         for rank in range(1, self._active):
             self.arrays[f"d{rank}"][:rows[rank]] = dout[self._parts[rank]]
-        self._run(_BACKWARD, rows,
-                  lambda: self.model.backward(dout[self._parts[0]], input_grad=False))
+
+        def work(sync):
+            self.model.backward(dout[self._parts[0]], input_grad=False)
+            _add_up(self.model, self.arrays, 0, self._active, sync)
+
+        self._run(_BACKWARD, rows, work)
         for i, layer in enumerate(self.model.layers):
-            for k in layer.grads:
-                total = layer.grads[k]
-                for rank in range(1, self._active):
-                    total = total + self.arrays[f"g{rank}.{i}.{k}"]
-                layer.grads[k] = total
+            layer.grads = {k: self.arrays[f"g0.{i}.{k}"] for k in layer.grads}
         return None
 
 
@@ -517,7 +547,12 @@ def _dropout_seed(model) -> int:
     return 0
 
 
-def _shutdown(workers, shm, arrays, wake, moved):
+def _inside(array, buffer) -> bool:
+    """Whether ``array`` is a view of ``buffer`` (the shared memory)."""
+    return np.may_share_memory(array, np.frombuffer(buffer, np.uint8))
+
+
+def _shutdown(workers, shm, arrays, wake, moved, layers):
     """Stop the replicas (a STOP command, then terminate if they do not answer), free memory."""
     ctl = arrays["ctl"]
     for rank, process in enumerate(workers, start=1):
@@ -537,6 +572,8 @@ def _shutdown(workers, shm, arrays, wake, moved):
     for owner, key, own in moved:        # parameters and optimizer state back into the
         own[...] = owner[key]            # arrays they came from (so references to them stay
         owner[key] = own                 # good)
+    for layer in layers:                 # the last gradients, copied out of the shared memory
+        layer.grads = {k: g.copy() if _inside(g, shm.buf) else g for k, g in layer.grads.items()}
     arrays.clear()
     del ctl
     with contextlib.suppress(BufferError):   # a view someone still holds keeps it mapped

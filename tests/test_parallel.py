@@ -1,6 +1,7 @@
 """DataParallel: the same numbers as one process, failures reported and recovered from,
 processes and shared memory released."""
 
+import os
 from multiprocessing import shared_memory
 
 import numpy as np
@@ -247,3 +248,49 @@ def test_close_stops_the_processes_and_frees_the_memory():
     with pytest.raises(FileNotFoundError):
         shared_memory.SharedMemory(name=name)
     dp.close()                                  # twice is harmless
+
+
+def test_a_failure_in_a_replica_is_reported_and_the_next_step_works(tmp_path, monkeypatch):
+    """A replica that fails before a meeting (here: in backward, before the batch norms')
+    never comes to it: this process reports the replica's error instead of waiting."""
+    flag = tmp_path / "fail"
+    flag.touch()
+    main, original = os.getpid(), Flatten.backward
+
+    def backward(self, dout):
+        if os.getpid() != main and flag.exists():
+            raise ArithmeticError("replica boom")
+        return original(self, dout)
+
+    monkeypatch.setattr(Flatten, "backward", backward)     # before the replica is forked
+    x, y = batch(8)
+    loss = SoftmaxCrossEntropy()
+    with DataParallel(small_net(), 8, (1, 8, 8), 2, dtype=np.float64) as dp:
+        loss.forward(dp.forward(x), y)
+        with pytest.raises(RuntimeError, match="(?s)replica process 1 failed.*replica boom"):
+            dp.backward(loss.backward())
+        flag.unlink()
+        loss.forward(dp.forward(x), y)
+        dp.backward(loss.backward())
+        got = grads(dp.model)
+    one = small_net()
+    loss.forward(one.forward(x), y)
+    one.backward(loss.backward())
+    for key, g in grads(one).items():
+        np.testing.assert_allclose(got[key], g, rtol=1e-10, atol=1e-12)
+
+
+def test_gradients_are_shared_views_until_close_then_the_models_own():
+    x, y = batch(8)
+    loss = SoftmaxCrossEntropy()
+    model = small_net()
+    dp = DataParallel(model, 8, (1, 8, 8), 2, dtype=np.float64)
+    loss.forward(dp.forward(x), y)
+    dp.backward(loss.backward())
+    w = model.layers[0].grads["W"]
+    assert np.may_share_memory(w, np.frombuffer(dp._shm.buf, np.uint8))
+    kept = w.copy()
+    dp.close()
+    after = model.layers[0].grads["W"]
+    assert after is not w and after.flags.owndata
+    np.testing.assert_array_equal(after, kept)
