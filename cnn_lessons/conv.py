@@ -185,8 +185,10 @@ class Conv2D(Layer):
         W = self.params["W"]
         # rows (n, i, j), one column per filter: free when dout is channels-last in memory
         dout2d = dout.transpose(0, 2, 3, 1).reshape(n * ho * wo, f)
-        dw = (dout2d.T @ cols2d).reshape(f, kh, kw, c)                # columns were (u, v, c)
-        self.grads["W"] = np.ascontiguousarray(dw.transpose(0, 3, 1, 2))
+        # dW as (kh*kw*C, F) = cols^T dout, rows (u, v, c): the same sums as dout^T cols, and
+        # faster when kh*kw*C is small (a first layer)
+        dw = (cols2d.T @ dout2d).reshape(kh, kw, c, f)
+        self.grads["W"] = np.ascontiguousarray(dw.transpose(3, 2, 0, 1))
         if "b" in self.params:
             self.grads["b"] = np.einsum("ij->j", dout2d)   # column sums; sum(axis=0) is slower
         if not input_grad:
