@@ -117,20 +117,20 @@ class BatchNorm(Layer):
             xc = x2 - mu                                                          # (M, C)
             var = self._total(np.einsum("ij,ij->j", xc, xc)) / x2.dtype.type(m)   # (C,), biased
             inv_std = 1 / np.sqrt(var + x2.dtype.type(self.eps))
-            xhat = xc
-            xhat *= inv_std                    # in place: one array fewer to allocate
             mom = self.momentum
             rm, rv = self.buffers["running_mean"], self.buffers["running_var"]
             rm *= 1 - mom
             rm += mom * mu.astype(rm.dtype)
             rv *= 1 - mom
             rv += mom * (var * (m / (m - 1))).astype(rv.dtype)     # unbiased, as PyTorch
-            self._cache = (xhat, inv_std, m, x.shape)
         else:
             inv_std = (1 / np.sqrt(self.buffers["running_var"] + self.eps)).astype(x.dtype)
-            xhat = (x2 - self.buffers["running_mean"].astype(x.dtype)) * inv_std
-            self._cache = (xhat, inv_std, None, x.shape)
-        out = xhat * gamma
+            xc = x2 - self.buffers["running_mean"].astype(x.dtype)
+            m = None
+        # out = gamma * xhat + beta with xhat = xc * inv_std, computed as xc * (gamma * inv_std)
+        # + beta: one pass fewer over the (M, C) array; backward works from xc too
+        self._cache = (xc, inv_std, m, x.shape)
+        out = xc * (gamma * inv_std)
         out += beta
         return self._unrows(out, x.shape)
 
@@ -142,21 +142,24 @@ class BatchNorm(Layer):
 
     def backward(self, dout):
         """``dout -> dx`` (same shape); fills ``grads['gamma']`` and ``grads['beta']``."""
-        xhat, inv_std, m, shape = self._saved()   # m: rows of the batch, None in evaluation
+        xc, inv_std, m, shape = self._saved()   # m: rows of the batch, None in evaluation
         dout = self._check_dout(dout, shape)
         d2 = self._rows(dout)                                      # (M, C)
-        self.grads["gamma"] = np.einsum("ij,ij->j", d2, xhat)
-        self.grads["beta"] = np.einsum("ij->j", d2)                 # column sums
-        dxhat = d2 * self.params["gamma"]
-        if m is None:                       # evaluation: the statistics are constants
-            return self._unrows(dxhat * inv_std, shape)
-        m = dxhat.dtype.type(m)
         gamma = self.params["gamma"]
+        scale = gamma * inv_std                                    # (C,): dxhat * inv_std
+        self.grads["gamma"] = np.einsum("ij,ij->j", d2, xc) * inv_std   # sum(dout * xhat)
+        self.grads["beta"] = np.einsum("ij->j", d2)                 # column sums
+        if m is None:                       # evaluation: the statistics are constants
+            return self._unrows(d2 * scale, shape)
+        m = d2.dtype.type(m)
         dgamma, dbeta = self._total(np.stack([self.grads["gamma"], self.grads["beta"]]))
-        mean_dxhat = dbeta * gamma / m                                        # mean(dxhat, 0)
-        mean_dxhat_xhat = dgamma * gamma / m                                  # mean(dxhat * xhat, 0)
-        # (dxhat - mean_dxhat - xhat * mean_dxhat_xhat) * inv_std, in place in dxhat
-        dxhat -= mean_dxhat
-        dxhat -= xhat * mean_dxhat_xhat
-        dxhat *= inv_std
-        return self._unrows(dxhat, shape)
+        # dx = (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)) * inv_std, where dxhat = dout
+        # * gamma, mean(dxhat) = gamma * dbeta / m, mean(dxhat * xhat) = gamma * dgamma / m and
+        # xhat = xc * inv_std; as dout * scale + (xc * a + c) with per-channel a and c
+        a = -scale * inv_std * dgamma / m
+        c = -scale * dbeta / m
+        shift = xc * a
+        shift += c
+        dx = d2 * scale
+        dx += shift
+        return self._unrows(dx, shape)
