@@ -194,14 +194,29 @@ class Conv2D(Layer):
         if not input_grad:
             return None
         # input gradient, one kernel offset (u, v) at a time: a (N*Ho*Wo, F) @ (F, C) product
-        # added into the strided positions that offset touched; overlaps accumulate
-        dxp = np.zeros((n, h + 2 * ph, w + 2 * pw, c), dtype=np.result_type(dout, W))
+        # added into the strided positions that offset touched; overlaps accumulate.  Only the
+        # part that lands inside the image is added: the padding's gradient would be thrown away.
+        dx = np.zeros((n, h, w, c), dtype=np.result_type(dout, W))
         w_uv = np.ascontiguousarray(W.transpose(2, 3, 0, 1))   # (kh, kw, F, C); BLAS wants
         for u in range(kh):                                     # contiguous matrices
+            i0, i1 = _inside(u, ph, sh, ho, h)
             for v in range(kw):
+                j0, j1 = _inside(v, pw, sw, wo, w)
+                if i0 > i1 or j0 > j1:                          # all of it in the padding
+                    continue
                 contrib = (dout2d @ w_uv[u, v]).reshape(n, ho, wo, c)
-                dxp[:, u:u + sh * (ho - 1) + 1:sh, v:v + sw * (wo - 1) + 1:sw, :] += contrib
-        return dxp[:, ph:ph + h, pw:pw + w, :].transpose(0, 3, 1, 2)
+                r, q = i0 * sh + u - ph, j0 * sw + v - pw       # first input row and column
+                dx[:, r:r + sh * (i1 - i0) + 1:sh, q:q + sw * (j1 - j0) + 1:sw, :] += \
+                    contrib[:, i0:i1 + 1, j0:j1 + 1, :]
+        return dx.transpose(0, 3, 1, 2)
+
+
+def _inside(offset: int, padding: int, stride: int, n_out: int, n_in: int) -> tuple[int, int]:
+    """``(first, last)`` output positions ``i`` whose input ``i * stride + offset - padding``
+    lies inside ``range(n_in)`` (first > last: none does)."""
+    first = max(0, -((offset - padding) // stride))       # ceil((padding - offset) / stride)
+    last = min(n_out - 1, (n_in - 1 + padding - offset) // stride)
+    return first, last
 
 
 class Conv2DNaive(Conv2D):
