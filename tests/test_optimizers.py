@@ -4,7 +4,7 @@ is installed), in float32 and float64, updating the very arrays the layers read.
 import numpy as np
 import pytest
 
-from cnn_lessons import SGD, Adam, Dense, ReLU, Sequential
+from cnn_lessons import SGD, Adam, Dense, ReLU, Sequential, optimizers
 
 STEPS = 5
 
@@ -105,6 +105,28 @@ def test_sgd_matches_the_textbook_update(kwargs, dtype):
 @pytest.mark.parametrize("kwargs", ADAM_CASES, ids=str)
 def test_adam_matches_the_textbook_update(kwargs, dtype):
     compare_with_textbook(Adam, adam_textbook, kwargs, dtype)
+
+
+@pytest.mark.parametrize("cls, textbook, kwargs", [(SGD, sgd_textbook, SGD_CASES[-1]),
+                                                   (Adam, adam_textbook, ADAM_CASES[-1])])
+def test_a_large_parameter_is_updated_block_by_block_with_the_same_numbers(
+        cls, textbook, kwargs, monkeypatch):
+    """Parameters larger than optimizers.BLOCK are updated in blocks (for the cache); with a
+    block of 7 values every parameter here is cut into blocks, and a last, shorter one."""
+    monkeypatch.setattr(optimizers, "BLOCK", 7)
+    compare_with_textbook(cls, textbook, kwargs, np.float64)
+
+
+def test_a_non_contiguous_parameter_is_updated_in_place(monkeypatch):
+    monkeypatch.setattr(optimizers, "BLOCK", 7)
+    layer = Dense(6, 5, rng=0, dtype=np.float64)
+    layer.params["W"] = np.asfortranarray(layer.params["W"])
+    w = layer.params["W"]
+    before = w.copy()
+    layer.grads = {"W": np.ones_like(w), "b": np.ones(5)}
+    Adam(layer, lr=0.1).step()
+    assert layer.params["W"] is w and not w.flags.c_contiguous
+    np.testing.assert_allclose(w, before - 0.1, rtol=1e-6)   # Adam's first step: lr * sign(g)
 
 
 def test_adam_first_step_moves_each_weight_by_about_lr():
