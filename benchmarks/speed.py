@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import copy
 import datetime
-import inspect
 import json
 import math
 import os
@@ -49,6 +48,7 @@ from cnn_lessons.dense import Dense
 from cnn_lessons.files import atomic_write
 from cnn_lessons.flatten import Flatten
 from cnn_lessons.losses import SoftmaxCrossEntropy
+from cnn_lessons.model import takes_input_grad
 from cnn_lessons.optimizers import Adam
 from cnn_lessons.parallel import DataParallel, blas_threads
 from cnn_lessons.pooling import AvgPool2D, MaxPool2D
@@ -515,7 +515,7 @@ def profile_step(model, optimizer, x, y, batches):
     loss_time, opt_time = np.zeros(len(batches)), np.zeros(len(batches))
     loss_fn = SoftmaxCrossEntropy()
     clock = time.perf_counter
-    skip_first_dx = "input_grad" in inspect.signature(model.layers[0].backward).parameters
+    skip_first_dx = takes_input_grad(model.layers[0])
     for b, idx in enumerate(batches):
         out, yb = x[idx], y[idx]
         for i, layer in enumerate(model.layers):

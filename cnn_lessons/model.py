@@ -12,6 +12,7 @@ leaves a half-written model behind.
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect
 import json
 import os
@@ -64,6 +65,18 @@ class ModelFileError(ValueError):
     """A model file that is missing, corrupted or does not match the model."""
 
 
+def takes_input_grad(layer) -> bool:
+    """Whether ``layer.backward`` accepts ``input_grad`` (Conv2D and Dense do)."""
+    backward = layer.backward
+    return _has_input_grad(getattr(backward, "__func__", backward))
+
+
+@functools.lru_cache(maxsize=256)
+def _has_input_grad(function) -> bool:
+    # inspect.signature takes tens of microseconds: once per function, not once per step
+    return "input_grad" in inspect.signature(function).parameters
+
+
 class Sequential:
     """``Sequential([layer, layer, ...])``."""
 
@@ -105,7 +118,7 @@ class Sequential:
         for layer in reversed(self.layers[1:]):
             dout = layer.backward(dout)
         first = self.layers[0]
-        if not input_grad and "input_grad" in inspect.signature(first.backward).parameters:
+        if not input_grad and takes_input_grad(first):
             return first.backward(dout, input_grad=False)
         return first.backward(dout)
 

@@ -547,7 +547,7 @@ def _dropout_seed(model) -> int:
     return 0
 
 
-def _inside(array, buffer) -> bool:
+def _in_buffer(array, buffer) -> bool:
     """Whether ``array`` is a view of ``buffer`` (the shared memory)."""
     return np.may_share_memory(array, np.frombuffer(buffer, np.uint8))
 
@@ -573,7 +573,7 @@ def _shutdown(workers, shm, arrays, wake, moved, layers):
         own[...] = owner[key]            # arrays they came from (so references to them stay
         owner[key] = own                 # good)
     for layer in layers:                 # the last gradients, copied out of the shared memory
-        layer.grads = {k: g.copy() if _inside(g, shm.buf) else g for k, g in layer.grads.items()}
+        layer.grads = {k: g.copy() if _in_buffer(g, shm.buf) else g for k, g in layer.grads.items()}
     arrays.clear()
     del ctl
     with contextlib.suppress(BufferError):   # a view someone still holds keeps it mapped
