@@ -33,6 +33,11 @@ from .init import initialise
 from .layer import Layer, compact, pair
 
 
+CHUNK_BYTES = 1 << 20
+"""Size of the copy of ``dout`` that :meth:`Conv2D._input_grad_by_rows` makes for a chunk of
+images: about what one core's cache holds, so the copy is still there when it is read again."""
+
+
 def output_size(size: int, kernel: int, stride: int, padding: int) -> int:
     """Number of window positions along one axis: ``(size + 2 padding - kernel) // stride + 1``."""
     return (size + 2 * padding - kernel) // stride + 1
@@ -181,7 +186,7 @@ class Conv2D(Layer):
         n, c, h, w = x_shape
         f = self.out_channels
         dout = self._check_dout(dout, (n, f, ho, wo))
-        (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
+        (kh, kw), sw = self.kernel_size, self.stride[1]
         W = self.params["W"]
         # rows (n, i, j), one column per filter: free when dout is channels-last in memory
         dout2d = dout.transpose(0, 2, 3, 1).reshape(n * ho * wo, f)
@@ -193,22 +198,79 @@ class Conv2D(Layer):
             self.grads["b"] = np.einsum("ij->j", dout2d)   # column sums; sum(axis=0) is slower
         if not input_grad:
             return None
-        # input gradient, one kernel offset (u, v) at a time: a (N*Ho*Wo, F) @ (F, C) product
-        # added into the strided positions that offset touched; overlaps accumulate.  Only the
-        # part that lands inside the image is added: the padding's gradient would be thrown away.
-        dx = np.zeros((n, h, w, c), dtype=np.result_type(dout, W))
-        w_uv = np.ascontiguousarray(W.transpose(2, 3, 0, 1))   # (kh, kw, F, C); BLAS wants
-        for u in range(kh):                                     # contiguous matrices
-            i0, i1 = _inside(u, ph, sh, ho, h)
-            for v in range(kw):
-                j0, j1 = _inside(v, pw, sw, wo, w)
-                if i0 > i1 or j0 > j1:                          # all of it in the padding
-                    continue
-                contrib = (dout2d @ w_uv[u, v]).reshape(n, ho, wo, c)
-                r, q = i0 * sh + u - ph, j0 * sw + v - pw       # first input row and column
-                dx[:, r:r + sh * (i1 - i0) + 1:sh, q:q + sw * (j1 - j0) + 1:sw, :] += \
-                    contrib[:, i0:i1 + 1, j0:j1 + 1, :]
+        dtype = np.result_type(dout, W)
+        if sw == 1:
+            dx = self._input_grad_by_rows(dout2d, (n, h, w, c), ho, wo, dtype)
+        else:
+            dx = _input_grad_by_offsets(dout2d, W, (n, h, w, c), ho, wo, self.stride,
+                                        self.padding, dtype)
         return dx.transpose(0, 3, 1, 2)
+
+    def _input_grad_by_rows(self, dout2d, x_shape, ho, wo, dtype):
+        """The input gradient ``(N, H, W, C)`` with one product per kernel ROW ``u`` (for a
+        stride of 1 along the width): the ``kw`` offsets ``(u, 0), (u, 1), ...`` of a row
+        become one product once each output position sees the ``kw`` columns of ``dout`` that
+        reach it side by side -- a window view of ``dout`` along the width, copied once, like
+        im2col.  ``kh`` products of ``(N*Ho*W, kw*F) @ (kw*F, C)`` and ``kh`` additions replace
+        ``kh*kw`` of each, and the additions shift whole rows.  The images go a few at a time
+        (:data:`CHUNK_BYTES` of copy), so that the copy stays in the core's cache while the
+        ``kh`` products read it."""
+        n, h, w, c = x_shape
+        (kh, kw), (sh, _), (ph, pw) = self.kernel_size, self.stride, self.padding
+        f = self.out_channels
+        # input column x gets dout column j = x + pw - v from kernel column v.  In ``dpw``,
+        # dout padded with zeros along the width, column j sits at j + left, so it is column
+        # x + s of dpw with s = kw - 1 - v: the window of kw columns starting at x.
+        # (A padding wider than kw - 1 makes ``left`` negative: dout's outer columns then
+        # reach only the padding, and are cropped.)
+        left = kw - 1 - pw
+        a0, a1 = max(left, 0), min(left + wo, w + kw - 1)
+        # w_rows[u, (s, f), c] = W[f, c, u, kw - 1 - s]
+        w_rows = np.ascontiguousarray(
+            self.params["W"][:, :, :, ::-1].transpose(2, 3, 0, 1).reshape(kh, kw * f, c))
+        dout4 = dout2d.reshape(n, ho, wo, f)
+        dx = np.zeros((n, h, w, c), dtype=dtype)
+        chunk = max(1, CHUNK_BYTES // (ho * w * kw * f * np.dtype(dtype).itemsize))
+        chunk = min(chunk, n)
+        dpw_all = self._buffer("dpw", (chunk, ho, w + kw - 1, f), dtype)   # zero border stays
+        rows_all = self._buffer("rows", (chunk, ho, w, kw, f), dtype)
+        for start in range(0, n, chunk):
+            k = min(chunk, n - start)                     # the last chunk may be smaller
+            dpw, rows = dpw_all[:k], rows_all[:k]
+            dpw[:, :, a0:a1, :] = dout4[start:start + k, :, a0 - left:a1 - left, :]
+            np.copyto(rows, sliding_window_view(dpw, kw, axis=2).transpose(0, 1, 2, 4, 3))
+            rows2d = rows.reshape(k * ho * w, kw * f)             # rows (n, i, x), cols (s, f)
+            for u in range(kh):                   # output row i lands on input row i*sh + u - ph
+                i0, i1 = _inside(u, ph, sh, ho, h)
+                if i0 > i1:
+                    continue
+                contrib = (rows2d @ w_rows[u]).reshape(k, ho, w, c)
+                r = i0 * sh + u - ph
+                dx[start:start + k, r:r + sh * (i1 - i0) + 1:sh] += contrib[:, i0:i1 + 1]
+        return dx
+
+
+def _input_grad_by_offsets(dout2d, W, x_shape, ho, wo, stride, padding, dtype):
+    """The input gradient ``(N, H, W, C)``, one kernel offset ``(u, v)`` at a time: a
+    ``(N*Ho*Wo, F) @ (F, C)`` product added into the strided positions that offset touched;
+    overlaps accumulate.  Only the part that lands inside the image is added: the padding's
+    gradient would be thrown away."""
+    n, h, w, c = x_shape
+    _, _, kh, kw = W.shape
+    (sh, sw), (ph, pw) = stride, padding
+    dx = np.zeros((n, h, w, c), dtype=dtype)
+    w_uv = np.ascontiguousarray(W.transpose(2, 3, 0, 1))   # (kh, kw, F, C); BLAS wants
+    for u in range(kh):                                     # contiguous matrices
+        i0, i1 = _inside(u, ph, sh, ho, h)
+        for v in range(kw):
+            j0, j1 = _inside(v, pw, sw, wo, w)
+            if i0 > i1 or j0 > j1:                          # all of it in the padding
+                continue
+            contrib = (dout2d @ w_uv[u, v]).reshape(n, ho, wo, c)
+            r, q = i0 * sh + u - ph, j0 * sw + v - pw       # first input row and column
+            dx[:, r:r + sh * (i1 - i0) + 1:sh, q:q + sw * (j1 - j0) + 1:sw, :] += \
+                contrib[:, i0:i1 + 1, j0:j1 + 1, :]
+    return dx
 
 
 def _inside(offset: int, padding: int, stride: int, n_out: int, n_in: int) -> tuple[int, int]:

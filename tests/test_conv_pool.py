@@ -8,7 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cnn_lessons import AvgPool2D, Conv2D, Conv2DNaive, MaxPool2D, MaxPool2DNaive
-from cnn_lessons.conv import conv2d_backward_naive, conv2d_forward_naive, output_size
+from cnn_lessons.conv import (_input_grad_by_offsets, conv2d_backward_naive, conv2d_forward_naive,
+                              output_size)
 from cnn_lessons.pooling import (avgpool_backward_naive, avgpool_forward_naive,
                                  maxpool_backward_naive, maxpool_forward_naive)
 
@@ -109,6 +110,42 @@ def test_conv_layer_and_naive_layer_agree(case):
     np.testing.assert_allclose(fast.backward(dout), slow.backward(dout), **TIGHT)
     for name in ("W", "b"):
         np.testing.assert_allclose(fast.grads[name], slow.grads[name], **TIGHT)
+
+
+@pytest.mark.parametrize("kernel", [(1, 1), (3, 3), (2, 4), (4, 1)])
+@pytest.mark.parametrize("padding", [(0, 0), (1, 2), (2, 3)])
+@pytest.mark.parametrize("sh", [1, 2])
+def test_conv_input_gradient_both_ways_match_the_loops(kernel, padding, sh):
+    """With stride 1 along the width the layer adds the input gradient one kernel row at a time
+    (``_input_grad_by_rows``); otherwise one offset at a time.  Both against the loops, with
+    paddings narrower than, as wide as and wider than the kernel."""
+    rng = np.random.default_rng(7)
+    layer = Conv2D(2, 3, kernel, stride=(sh, 1), padding=padding, rng=rng, dtype=F64)
+    x = rng.standard_normal((2, 2, 6, 5))
+    out = layer.forward(x)
+    dout = rng.standard_normal(out.shape)
+    dx_ref = conv2d_backward_naive(dout, x, layer.params["W"], (sh, 1), padding)[0]
+    np.testing.assert_allclose(layer.backward(dout), dx_ref, **TIGHT)
+    dout2d = dout.transpose(0, 2, 3, 1).reshape(-1, 3)
+    by_offsets = _input_grad_by_offsets(dout2d, layer.params["W"], (2, 6, 5, 2), *out.shape[2:],
+                                        (sh, 1), padding, F64)
+    np.testing.assert_allclose(by_offsets.transpose(0, 3, 1, 2), dx_ref, **TIGHT)
+
+
+@pytest.mark.parametrize("chunk_bytes", [1, 2 * 4 * 5 * 2 * 3 * 8])
+def test_conv_input_gradient_in_chunks_of_images(monkeypatch, chunk_bytes):
+    """The row-by-row input gradient goes a few images at a time: one image per chunk, and
+    chunks of two for five images (the last chunk smaller), give the loops' numbers."""
+    from cnn_lessons import conv
+    monkeypatch.setattr(conv, "CHUNK_BYTES", chunk_bytes)
+    rng = np.random.default_rng(8)
+    layer = Conv2D(2, 3, (3, 2), padding=1, rng=rng, dtype=F64)
+    x = rng.standard_normal((5, 2, 4, 5))
+    out = layer.forward(x)                   # (5, 3, 4, 6): Ho = 4, W = 5, kw = 2, F = 3
+    for _ in range(2):                       # the scratch arrays are reused the second time
+        dout = rng.standard_normal(out.shape)
+        dx_ref = conv2d_backward_naive(dout, x, layer.params["W"], (1, 1), (1, 1))[0]
+        np.testing.assert_allclose(layer.backward(dout), dx_ref, **TIGHT)
 
 
 def test_conv_hand_example():
