@@ -160,8 +160,10 @@ class MaxPool2D(_Pool2D):
     def _forward_2x2(self, xt):
         a, b = xt[:, 0::2, 0::2, :], xt[:, 0::2, 1::2, :]        # top-left, top-right
         c, d = xt[:, 1::2, 0::2, :], xt[:, 1::2, 1::2, :]        # bottom-left, bottom-right
-        right_top, right_bottom = np.greater(b, a), np.greater(d, c)   # (N, Ho, Wo, C) each
-        top, bottom = np.maximum(a, b), np.maximum(c, d)
+        top, bottom = np.maximum(a, b), np.maximum(c, d)          # (N, Ho, Wo, C) each
+        # "b > a" read from the row winner: top > a exactly when b > a, and top is contiguous,
+        # so this reads less memory than comparing a with b again
+        right_top, right_bottom = np.greater(top, a), np.greater(bottom, c)
         low = np.greater(bottom, top)
         out = np.maximum(top, bottom, out=top)
         self._cache = (xt.shape, out, (right_top, right_bottom, low))
