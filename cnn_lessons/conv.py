@@ -34,8 +34,9 @@ from .layer import Layer, compact, pair
 
 
 CHUNK_BYTES = 1 << 20
-"""Size of the copy of ``dout`` that :meth:`Conv2D._input_grad_by_rows` makes for a chunk of
-images: about what one core's cache holds, so the copy is still there when it is read again."""
+"""Bytes of copied windows per chunk of images (im2col's columns, or the row windows of
+:meth:`Conv2D._input_grad_by_rows`): about what one core's cache holds, so that a chunk's copy
+is still there when the matrix products read it."""
 
 
 def output_size(size: int, kernel: int, stride: int, padding: int) -> int:
@@ -114,6 +115,7 @@ class Conv2D(Layer):
         if bias:
             self.params["b"] = np.zeros(out_channels, dtype=dtype)
         self._buffers: dict[str, np.ndarray] = {}
+        self._cols_hold = None
 
     def config(self):
         cfg = {"in_channels": self.in_channels, "out_channels": self.out_channels,
@@ -148,7 +150,7 @@ class Conv2D(Layer):
         """``x (N, C, H, W) -> out (N, F, Ho, Wo)``."""
         x, ho, wo = self._output_hw(x)
         W = self.params["W"]
-        (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
+        (kh, kw), (ph, pw) = self.kernel_size, self.padding
         n, c, h, w = x.shape
         dtype = np.result_type(x, W)
         # Work channels-last in memory, (N, H, W, C): a window's C values then sit side by side.
@@ -156,24 +158,49 @@ class Conv2D(Layer):
         # strides -- so the layer protocol is unchanged.
         xp = self._buffer("xp", (n, h + 2 * ph, w + 2 * pw, c), dtype)
         xp[:, ph:ph + h, pw:pw + w, :] = x.transpose(0, 2, 3, 1)
-        # windows[n, i, j, c, u, v] = xp[n, i*sh + u, j*sw + v, c]  (a view: nothing copied yet)
-        windows = sliding_window_view(xp, (kh, kw), axis=(1, 2))[:, ::sh, ::sw][:, :ho, :wo]
-        # im2col: rows ordered (n, i, j), columns ordered (u, v, c)
-        cols = self._buffer("cols", (n, ho, wo, kh, kw, c), dtype)
-        if c >= 8:              # ONE copy of the window view
-            np.copyto(cols, windows.transpose(0, 1, 2, 4, 5, 3))
-        else:                   # few channels (a first layer): the copy above would move only
-            for u in range(kh):     # c numbers at a time; kh*kw copies of whole shifted
-                for v in range(kw):     # images are twice as fast
-                    cols[:, :, :, u, v, :] = xp[:, u:u + sh * (ho - 1) + 1:sh,
-                                                v:v + sw * (wo - 1) + 1:sw, :]
-        cols2d = cols.reshape(n * ho * wo, kh * kw * c)
+        self._cols_hold = None                       # xp is new: no columns of it are built
+        # im2col a few images at a time: a chunk's columns fit in the core's cache, and are
+        # read by the product straight after the copy.  Rows (n, i, j), columns (u, v, c).
         w2d = W.transpose(0, 2, 3, 1).reshape(self.out_channels, kh * kw * c)   # (F, kh*kw*C)
-        out = cols2d @ w2d.T                                                   # (N*Ho*Wo, F)
+        out = np.empty((n * ho * wo, self.out_channels), dtype=dtype)         # (N*Ho*Wo, F)
+        rows = ho * wo                                                          # per image
+        for start, cols2d in self._im2col_chunks(xp, ho, wo, dtype):
+            np.matmul(cols2d, w2d.T, out=out[start * rows:start * rows + len(cols2d)])
         if "b" in self.params:
             out += self.params["b"]
-        self._cache = (x.shape, cols2d, ho, wo)
+        # Only the padded input is kept: backward builds the columns again, chunk by chunk
+        # (cheaper than keeping all of them, which would not fit in the cache).
+        self._cache = (x.shape, xp, ho, wo)
         return out.reshape(n, ho, wo, self.out_channels).transpose(0, 3, 1, 2)
+
+    def _im2col_chunks(self, xp, ho, wo, dtype, reverse=False):
+        """Yield ``(first image, cols2d)`` for chunks of a few images of the padded input
+        ``xp (N, Hp, Wp, C)``; ``cols2d (k*Ho*Wo, kh*kw*C)`` holds their windows, one per row.
+        The chunks come last first with ``reverse=True``: in backward, the last chunk's
+        columns are then still in the scratch array from the forward pass, and are not
+        copied again (``self._cols_hold`` says which chunk the scratch array holds)."""
+        n, c = xp.shape[0], xp.shape[3]
+        (kh, kw), (sh, sw) = self.kernel_size, self.stride
+        per_image = ho * wo * kh * kw * c * np.dtype(dtype).itemsize
+        chunk = min(n, max(1, CHUNK_BYTES // per_image))
+        cols_all = self._buffer("cols", (chunk, ho, wo, kh, kw, c), dtype)
+        # windows[n, i, j, c, u, v] = xp[n, i*sh + u, j*sw + v, c]  (a view: nothing copied yet)
+        windows = sliding_window_view(xp, (kh, kw), axis=(1, 2))[:, ::sh, ::sw][:, :ho, :wo]
+        starts = list(range(0, n, chunk))
+        for start in (reversed(starts) if reverse else starts):
+            k = min(chunk, n - start)
+            cols = cols_all[:k]
+            if self._cols_hold != (id(xp), start):
+                self._cols_hold = (id(xp), start)
+                if c >= 8:              # ONE copy of the window view
+                    np.copyto(cols, windows[start:start + k].transpose(0, 1, 2, 4, 5, 3))
+                else:                   # few channels (a first layer): the copy above would
+                    for u in range(kh):     # move only c numbers at a time; kh*kw copies of
+                        for v in range(kw):     # whole shifted images are twice as fast
+                            cols[:, :, :, u, v, :] = xp[start:start + k,
+                                                        u:u + sh * (ho - 1) + 1:sh,
+                                                        v:v + sw * (wo - 1) + 1:sw, :]
+            yield start, cols.reshape(k * ho * wo, kh * kw * c)
 
     def backward(self, dout, input_grad: bool = True):
         """``dout (N, F, Ho, Wo) -> dx (N, C, H, W)``; fills ``grads['W']`` and ``grads['b']``
@@ -182,23 +209,26 @@ class Conv2D(Layer):
         ``input_grad=False`` skips ``dx`` and returns None: nothing needs the gradient of the
         images that enter the first layer (:meth:`Sequential.backward` asks for this).
         """
-        x_shape, cols2d, ho, wo = self._saved()
+        x_shape, xp, ho, wo = self._saved()
         n, c, h, w = x_shape
         f = self.out_channels
         dout = self._check_dout(dout, (n, f, ho, wo))
         (kh, kw), sw = self.kernel_size, self.stride[1]
         W = self.params["W"]
+        dtype = np.result_type(dout, W)
         # rows (n, i, j), one column per filter: free when dout is channels-last in memory
         dout2d = dout.transpose(0, 2, 3, 1).reshape(n * ho * wo, f)
-        # dW as (kh*kw*C, F) = cols^T dout, rows (u, v, c): the same sums as dout^T cols, and
-        # faster when kh*kw*C is small (a first layer)
-        dw = (cols2d.T @ dout2d).reshape(kh, kw, c, f)
-        self.grads["W"] = np.ascontiguousarray(dw.transpose(3, 2, 0, 1))
+        # dW as (kh*kw*C, F) = cols^T dout, rows (u, v, c), summed over the chunks: the same
+        # sums as dout^T cols, and faster when kh*kw*C is small (a first layer)
+        dw = np.zeros((kh * kw * c, f), dtype=dtype)
+        rows = ho * wo
+        for start, cols2d in self._im2col_chunks(xp, ho, wo, xp.dtype, reverse=True):
+            dw += cols2d.T @ dout2d[start * rows:start * rows + len(cols2d)]
+        self.grads["W"] = np.ascontiguousarray(dw.reshape(kh, kw, c, f).transpose(3, 2, 0, 1))
         if "b" in self.params:
             self.grads["b"] = np.einsum("ij->j", dout2d)   # column sums; sum(axis=0) is slower
         if not input_grad:
             return None
-        dtype = np.result_type(dout, W)
         if sw == 1:
             dx = self._input_grad_by_rows(dout2d, (n, h, w, c), ho, wo, dtype)
         else:

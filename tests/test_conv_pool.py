@@ -132,20 +132,28 @@ def test_conv_input_gradient_both_ways_match_the_loops(kernel, padding, sh):
     np.testing.assert_allclose(by_offsets.transpose(0, 3, 1, 2), dx_ref, **TIGHT)
 
 
-@pytest.mark.parametrize("chunk_bytes", [1, 2 * 4 * 5 * 2 * 3 * 8])
-def test_conv_input_gradient_in_chunks_of_images(monkeypatch, chunk_bytes):
-    """The row-by-row input gradient goes a few images at a time: one image per chunk, and
-    chunks of two for five images (the last chunk smaller), give the loops' numbers."""
+@pytest.mark.parametrize("channels", [2, 8])        # few channels: im2col by shifted copies
+@pytest.mark.parametrize("chunk_bytes", [1, 2000, 1 << 20])
+def test_conv_in_chunks_of_images(monkeypatch, channels, chunk_bytes):
+    """im2col and the row-by-row input gradient go a few images at a time: one image per chunk,
+    chunks of two for five images (the last one smaller), and one chunk for all give the
+    loops' numbers, for a second backward of the same forward too (backward reuses the
+    columns of the forward's last chunk only while they are still there)."""
     from cnn_lessons import conv
     monkeypatch.setattr(conv, "CHUNK_BYTES", chunk_bytes)
     rng = np.random.default_rng(8)
-    layer = Conv2D(2, 3, (3, 2), padding=1, rng=rng, dtype=F64)
-    x = rng.standard_normal((5, 2, 4, 5))
-    out = layer.forward(x)                   # (5, 3, 4, 6): Ho = 4, W = 5, kw = 2, F = 3
-    for _ in range(2):                       # the scratch arrays are reused the second time
+    layer = Conv2D(channels, 3, (3, 2), padding=1, rng=rng, dtype=F64)
+    layer.params["b"][...] = rng.standard_normal(3)
+    x = rng.standard_normal((5, channels, 4, 5))
+    W, b = layer.params["W"], layer.params["b"]
+    out = layer.forward(x)                             # (5, 3, 4, 6)
+    np.testing.assert_allclose(out, conv2d_forward_naive(x, W, b, (1, 1), (1, 1)), **TIGHT)
+    for _ in range(2):
         dout = rng.standard_normal(out.shape)
-        dx_ref = conv2d_backward_naive(dout, x, layer.params["W"], (1, 1), (1, 1))[0]
+        dx_ref, dW_ref, db_ref = conv2d_backward_naive(dout, x, W, (1, 1), (1, 1))
         np.testing.assert_allclose(layer.backward(dout), dx_ref, **TIGHT)
+        np.testing.assert_allclose(layer.grads["W"], dW_ref, **TIGHT)
+        np.testing.assert_allclose(layer.grads["b"], db_ref, **TIGHT)
 
 
 def test_conv_hand_example():
