@@ -18,10 +18,13 @@ pixel receives gradient from several outputs.
 
 Two implementations give the same numbers: :func:`conv2d_forward_naive` and
 :func:`conv2d_backward_naive` spell the sums out as loops (for reading); :class:`Conv2D` computes
-them with one big matrix product ("im2col"): every window of ``xp`` becomes a row of a matrix of
-shape ``(N*Ho*Wo, C*kh*kw)``, and the convolution is that matrix times ``W`` reshaped to
-``(F, C*kh*kw)``.  The input gradient is added back window offset by window offset
-(``kh*kw`` small products), never with a Python loop over the batch or the output positions.
+them with matrix products ("im2col"): every window of ``xp`` becomes a row of a matrix of
+shape ``(N*Ho*Wo, kh*kw*C)``, and the convolution is that matrix times ``W`` reshaped to
+``(F, kh*kw*C)``.  The layer builds that matrix a few images at a time (a chunk's columns fit
+in the processor's cache, :data:`CHUNK_BYTES`), and builds it again in backward for ``dW``
+rather than keeping all of it.  The input gradient is added back kernel offset by kernel offset
+(``kh*kw`` products), or, with a stride of 1 along the width, kernel row by kernel row (``kh``
+products); never with a Python loop over the output positions.
 """
 
 from __future__ import annotations
