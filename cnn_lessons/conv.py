@@ -42,6 +42,11 @@ CHUNK_BYTES = 1 << 20
 is still there when the matrix products read it."""
 
 
+def _images_per_chunk(n: int, values_per_image: int, dtype) -> int:
+    """How many of ``n`` images go in one chunk of at most :data:`CHUNK_BYTES` (at least one)."""
+    return min(n, max(1, CHUNK_BYTES // (values_per_image * np.dtype(dtype).itemsize)))
+
+
 def output_size(size: int, kernel: int, stride: int, padding: int) -> int:
     """Number of window positions along one axis: ``(size + 2 padding - kernel) // stride + 1``."""
     return (size + 2 * padding - kernel) // stride + 1
@@ -161,7 +166,7 @@ class Conv2D(Layer):
         # strides -- so the layer protocol is unchanged.
         xp = self._buffer("xp", (n, h + 2 * ph, w + 2 * pw, c), dtype)
         xp[:, ph:ph + h, pw:pw + w, :] = x.transpose(0, 2, 3, 1)
-        self._cols_hold = None                       # xp is new: no columns of it are built
+        self._cols_hold = None          # start of the chunk in the "cols" buffer; xp is new
         # im2col a few images at a time: a chunk's columns fit in the core's cache, and are
         # read by the product straight after the copy.  Rows (n, i, j), columns (u, v, c).
         w2d = W.transpose(0, 2, 3, 1).reshape(self.out_channels, kh * kw * c)   # (F, kh*kw*C)
@@ -184,8 +189,7 @@ class Conv2D(Layer):
         copied again (``self._cols_hold`` says which chunk the scratch array holds)."""
         n, c = xp.shape[0], xp.shape[3]
         (kh, kw), (sh, sw) = self.kernel_size, self.stride
-        per_image = ho * wo * kh * kw * c * np.dtype(dtype).itemsize
-        chunk = min(n, max(1, CHUNK_BYTES // per_image))
+        chunk = _images_per_chunk(n, ho * wo * kh * kw * c, dtype)
         cols_all = self._buffer("cols", (chunk, ho, wo, kh, kw, c), dtype)
         # windows[n, i, j, c, u, v] = xp[n, i*sh + u, j*sw + v, c]  (a view: nothing copied yet)
         windows = sliding_window_view(xp, (kh, kw), axis=(1, 2))[:, ::sh, ::sw][:, :ho, :wo]
@@ -193,8 +197,8 @@ class Conv2D(Layer):
         for start in (reversed(starts) if reverse else starts):
             k = min(chunk, n - start)
             cols = cols_all[:k]
-            if self._cols_hold != (id(xp), start):
-                self._cols_hold = (id(xp), start)
+            if self._cols_hold != start:
+                self._cols_hold = start
                 if c >= 8:              # ONE copy of the window view
                     np.copyto(cols, windows[start:start + k].transpose(0, 1, 2, 4, 5, 3))
                 else:                   # few channels (a first layer): the copy above would
@@ -262,9 +266,14 @@ class Conv2D(Layer):
         w_rows = np.ascontiguousarray(
             self.params["W"][:, :, :, ::-1].transpose(2, 3, 0, 1).reshape(kh, kw * f, c))
         dout4 = dout2d.reshape(n, ho, wo, f)
+        # output rows i0..i1 land inside the image for kernel row u, from input row r on
+        landing = []
+        for u in range(kh):                   # output row i lands on input row i*sh + u - ph
+            i0, i1 = _inside(u, ph, sh, ho, h)
+            if i0 <= i1:
+                landing.append((u, i0, i1, i0 * sh + u - ph))
         dx = np.zeros((n, h, w, c), dtype=dtype)
-        chunk = max(1, CHUNK_BYTES // (ho * w * kw * f * np.dtype(dtype).itemsize))
-        chunk = min(chunk, n)
+        chunk = _images_per_chunk(n, ho * w * kw * f, dtype)
         dpw_all = self._buffer("dpw", (chunk, ho, w + kw - 1, f), dtype)   # zero border stays
         rows_all = self._buffer("rows", (chunk, ho, w, kw, f), dtype)
         for start in range(0, n, chunk):
@@ -273,12 +282,8 @@ class Conv2D(Layer):
             dpw[:, :, a0:a1, :] = dout4[start:start + k, :, a0 - left:a1 - left, :]
             np.copyto(rows, sliding_window_view(dpw, kw, axis=2).transpose(0, 1, 2, 4, 3))
             rows2d = rows.reshape(k * ho * w, kw * f)             # rows (n, i, x), cols (s, f)
-            for u in range(kh):                   # output row i lands on input row i*sh + u - ph
-                i0, i1 = _inside(u, ph, sh, ho, h)
-                if i0 > i1:
-                    continue
+            for u, i0, i1, r in landing:
                 contrib = (rows2d @ w_rows[u]).reshape(k, ho, w, c)
-                r = i0 * sh + u - ph
                 dx[start:start + k, r:r + sh * (i1 - i0) + 1:sh] += contrib[:, i0:i1 + 1]
         return dx
 
