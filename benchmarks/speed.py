@@ -379,7 +379,9 @@ def to_torch(model, input_shape):
             bias = "b" in layer.params
             m = nn.Conv2d(layer.in_channels, layer.out_channels, layer.kernel_size,
                           stride=layer.stride, padding=layer.padding, bias=bias, dtype=dtype)
-            links += [(layer, "W", m.weight, False)] + ([(layer, "b", m.bias, False)] if bias else [])
+            links.append((layer, "W", m.weight, False))
+            if bias:
+                links.append((layer, "b", m.bias, False))
         elif isinstance(layer, MaxPool2D):            # MaxPool2DNaive too
             m = nn.MaxPool2d(layer.kernel_size, stride=layer.stride)
         elif isinstance(layer, AvgPool2D):

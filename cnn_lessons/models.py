@@ -15,8 +15,9 @@
 Pooling comes straight after each convolution: max pooling commutes with ReLU, and batch norm
 and ReLU then run on a quarter of the values, which makes a training step noticeably faster
 for the same accuracy.  The convolutions have no bias: the batch norm after each (pooling passes
-a constant shift straight through) subtracts every channel's mean, and a bias with it.  Trained with Adam and a cosine learning-rate schedule for 3 epochs it
-reaches about 99.3% on the 10,000 MNIST test digits.
+a constant shift straight through) subtracts every channel's mean, and a bias with it.  Trained
+with Adam and a cosine learning-rate schedule for 3 epochs it reaches about 99.3% on the 10,000
+MNIST test digits.
 """
 
 from __future__ import annotations

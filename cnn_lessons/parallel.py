@@ -4,9 +4,9 @@ Every image of a batch goes through the network on its own, except in batch norm
 statistics are taken over the whole batch.  So a batch of 64 can be cut into two halves, one
 half sent through the model in this process and the other through a *replica* of the model in
 a second process, on the second core.  The processes then add up their parameter gradients,
-each one stretch of them.  The optimizer's update is elementwise, so its step is shared too: each process
-updates its own stretch of every parameter (``Optimizer.step(part=...)``), with the optimizer's
-state (Adam's ``m`` and ``v``) in the shared memory while the processes run.
+each one stretch of them.  The optimizer's update is elementwise, so its step is shared too:
+each process updates its own stretch of every parameter (``Optimizer.step(part=...)``), with the
+optimizer's state (Adam's ``m`` and ``v``) in the shared memory while the processes run.
 
 Why processes and not threads?  NumPy releases Python's interpreter lock inside its loops, but a
 training step makes hundreds of short NumPy calls, and two threads then spend their time
@@ -16,8 +16,9 @@ processes share nothing but the memory we give them, so each runs at full speed.
 What the processes share is one block of shared memory (:mod:`multiprocessing.shared_memory`)
 holding, as NumPy arrays: the parameters (they live there while the processes run), each
 replica's part of the batch, its output and output gradient, every process's parameter
-gradients (:func:`_add_up` adds them up), the optimizer's state, and a few counters through which the processes tell each other what to do and when they are done.  Waiting is a
-loop that reads a counter -- the waiting core would be idle anyway, and waking a sleeping
+gradients (:func:`_add_up` adds them up), the optimizer's state, and a few counters through
+which the processes tell each other what to do and when they are done.  Waiting is a loop that
+reads a counter -- the waiting core would be idle anyway, and waking a sleeping
 process costs a tenth of a millisecond here, a dozen times per step.
 
 Batch norm stays exact: each replica's :class:`~cnn_lessons.regularization.BatchNorm` computes
@@ -573,7 +574,8 @@ def _shutdown(workers, shm, arrays, wake, moved, layers):
         own[...] = owner[key]            # arrays they came from (so references to them stay
         owner[key] = own                 # good)
     for layer in layers:                 # the last gradients, copied out of the shared memory
-        layer.grads = {k: g.copy() if _in_buffer(g, shm.buf) else g for k, g in layer.grads.items()}
+        layer.grads = {k: g.copy() if _in_buffer(g, shm.buf) else g
+                       for k, g in layer.grads.items()}
     arrays.clear()
     del ctl
     with contextlib.suppress(BufferError):   # a view someone still holds keeps it mapped

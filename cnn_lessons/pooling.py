@@ -185,13 +185,14 @@ class MaxPool2D(_Pool2D):
     def backward(self, dout):
         """``dout (N, C, Ho, Wo) -> dx (N, C, H, W)``: each window's gradient goes to its
         winner, the FIRST input (row-major) equal to the window's maximum."""
-        if len(self._saved()) == 3:                              # the 2x2 tournament
-            x_shape, out, masks = self._cache
+        saved = self._saved()
+        if len(saved) == 3:                                      # the 2x2 tournament
+            x_shape, out, masks = saved
             n, ho, wo, c = out.shape
             dt = self._check_dout(dout, (n, c, ho, wo)).transpose(0, 2, 3, 1)
             dx = self._backward_2x2(dt, x_shape, np.result_type(dout, out), *masks)
             return dx.transpose(0, 3, 1, 2)
-        xt, out = self._cache
+        xt, out = saved
         n, ho, wo, c = out.shape
         dt = self._check_dout(dout, (n, c, ho, wo)).transpose(0, 2, 3, 1)
         tiles = (not self._overlapping() and xt.shape[1] == ho * self.kernel_size[0]
