@@ -1,7 +1,8 @@
 """Reports: what every check returns.
 
 A :class:`Report` is a list of :class:`Row` s, one per check, for one layer.  ``report.ok`` is
-True when every row passed; ``str(report)`` is a small table; ``report.to_dict()`` is the same
+True when every row passed; ``str(report)`` is a small table; ``report.summary()`` is one line
+when everything passed and the whole table when something failed; ``report.to_dict()`` is the same
 as plain data (for ``--json``).  No check ever raises on a broken layer: an exception inside the
 layer becomes a failed row whose detail is the error's type and message.
 """
@@ -52,6 +53,14 @@ class Report:
             if row.check == check:
                 return row
         raise KeyError(f"no check named {check!r} in the report of {self.layer}")
+
+    def summary(self) -> str:
+        """One line when every check passed (count and worst relative error), else ``str(self)``."""
+        if not self.ok:
+            return str(self)
+        errors = [r.max_rel_error for r in self.rows if r.max_rel_error is not None]
+        worst = f", worst relative error {max(errors):.1e}" if errors else ""
+        return f"{self.layer}: PASS ({len(self.rows)} checks{worst})"
 
     def to_dict(self) -> dict:
         rows = []

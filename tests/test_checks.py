@@ -454,3 +454,15 @@ def test_overfit_on_a_large_input_uses_a_diagonal_stem():
     assert report.ok, str(report)
     # and the diagonal stem's own gradient is right
     assert checks.gradcheck(stem, x[:2]).ok
+
+
+def test_summary_is_one_line_when_passing_and_the_table_when_failing():
+    from checks.report import Report
+    report = Report("Toy")
+    report.add("dL/dx", True, max_rel_error=3e-10)
+    report.add("dL/dW", True, max_rel_error=2e-9)
+    report.add("overfit", True, steps=40)
+    assert report.summary() == "Toy: PASS (3 checks, worst relative error 2.0e-09)"
+    report.add("dL/db", False, "backward is zero", max_rel_error=1.0)
+    assert report.summary() == str(report)
+    assert "backward is zero" in report.summary() and "\n" in report.summary()
