@@ -60,6 +60,7 @@ import math
 
 import numpy as np
 
+from . import diagnose, guard
 from .protocol import protocol_checks
 from .report import Report, error_text, layer_name
 
@@ -68,6 +69,7 @@ EPS = 4 * np.finfo(np.float64).eps   # relative rounding error of one output of 
 KINK = 1e-3    # one-sided differences further apart than this (relatively): a kink
 MIN_SMOOTH = 20  # kinks may not leave fewer smooth coordinates than this (or half the tensor)
 SALT = 0x6A7D  # mixed into the seed (see gradcheck)
+TIMEOUT = 60   # seconds a layer's checks may take (see checks.guard)
 
 
 def to_float64(layer):
@@ -108,13 +110,14 @@ def _upcast(obj, memo, top=False):
     return new
 
 
-def loss_terms(snapshot, x, G):
+def loss_terms(snapshot, x, G, seed=0):
     """``terms(target, value)``: the terms of ``L = sum(forward(x) * G)``, an array shaped like
-    the output, computed on a fresh copy of ``snapshot`` with ``x`` (target ``"x"``) or
-    ``params[target]`` (in place, as an optimizer updates it) replaced by ``value``."""
+    the output, computed on a fresh copy of ``snapshot`` (NumPy's global generator reseeded, see
+    :func:`checks.guard.fresh`) with ``x`` (target ``"x"``) or ``params[target]`` (in place, as
+    an optimizer updates it) replaced by ``value``."""
 
     def terms(target=None, value=None):
-        layer = copy.deepcopy(snapshot)
+        layer = guard.fresh(snapshot, seed)
         x_in = x.copy()
         if target == "x":
             x_in = value.copy()
@@ -156,31 +159,49 @@ def directional_differences(terms, target, base, v, h, terms0):
 
 
 def gradcheck(layer, x, *, seed: int = 0, h: float = 1e-6, rtol: float = 1e-7,
-              max_coords: int = 100) -> Report:
+              max_coords: int = 100, timeout: float | None = TIMEOUT) -> Report:
     """Check ``layer.backward`` against finite differences, plus the protocol checks.
 
     ``x``: an input the layer accepts, e.g. ``(N, C, H, W)``, with entries of order 1 (the
     gradients of a softmax fed logits of 100 are below float64's rounding).  For ``x`` and each
     entry of ``params``, up to ``max_coords`` coordinates are compared one by one (all of a small
     tensor; a seeded sample of a large one), then the whole tensor along a random and the
-    all-ones direction.  ``h``: the step; ``rtol``: the largest relative error that passes.
+    all-ones direction.  ``h``: the step; ``rtol``: the largest relative error that passes;
+    ``timeout``: seconds before a layer that does not return fails (None: no limit).
     Returns a :class:`~checks.report.Report` with one row per check; never raises.
     """
     report = Report(layer_name(layer))
+    with guard.user_rng_kept():
+        try:
+            with guard.guarded(timeout):
+                _gradcheck(report, layer, x, seed, h, rtol, max_coords)
+        except guard.LayerTimeout as err:
+            report.add("time limit", False, err.detail())
+    return report
+
+
+def _gradcheck(report, layer, x, seed, h, rtol, max_coords):
     try:
         snapshot = to_float64(layer)
         x64 = np.array(x, dtype=np.float64)
-    except Exception as err:
-        report.add("float64 copy", False, f"could not copy the layer or x: {error_text(err)}")
-        return report
+    except BaseException as err:
+        guard.layer_error(err)
+        report.add("float64 copy", False, f"could not copy the layer or x: {error_text(err)}"
+                   f"{guard.error_kind(err)}")
+        return
     # a stream of its own: with default_rng(seed), an x drawn with the same seed would equal G
     rng = np.random.default_rng([seed, SALT])
+
+    def fresh():
+        return guard.fresh(snapshot, seed)
+
     try:
-        probe = copy.deepcopy(snapshot)
+        probe = fresh()
         out = probe.forward(x64.copy())
         if not (isinstance(out, np.ndarray) and np.issubdtype(out.dtype, np.floating)):
             raise TypeError(f"forward returned {type(out).__name__} "
                             f"{getattr(out, 'dtype', '')}, expected a floating-point array")
+        out = np.array(out, copy=True)
         G = rng.standard_normal(out.shape)
         dx = probe.backward(G.copy())
         for attr in ("params", "grads"):
@@ -192,24 +213,81 @@ def gradcheck(layer, x, *, seed: int = 0, h: float = 1e-6, rtol: float = 1e-7,
                 raise TypeError(f"params[{name!r}] is a {type(p).__name__}, expected a "
                                 "floating-point array")
         grads = dict(probe.grads)
-        terms = loss_terms(snapshot, x64, G)
+        terms = loss_terms(snapshot, x64, G, seed)
         terms0 = terms()
-    except Exception as err:
-        report.add("forward/backward run", False, error_text(err))
-        return report
+    except BaseException as err:
+        guard.layer_error(err)
+        report.add("forward/backward run", False, error_text(err) + guard.error_kind(err))
+        return
     report.add("forward/backward run", True, f"output {out.shape}")
+    finite = bool(np.all(np.isfinite(out)))
+    report.add("finite output", finite, "" if finite else nonfinite_forward(out, x64))
 
-    protocol_checks(report, snapshot, x64, G, dx, grads)
+    protocol_checks(report, snapshot, x64, G, dx, grads, fresh=fresh, out=out)
 
     tensors = [("x", "dL/dx", dx, x64)]
     tensors += [(name, f"dL/d{name}", grads.get(name), p) for name, p in snapshot.params.items()]
+    context = dict(x_shape=x64.shape, out_shape=out.shape, layer=snapshot,
+                   params=dict(snapshot.params), out_dtype=out.dtype, x=x64)
     for target, check, analytic, base in tensors:
+        if not finite:
+            report.add(check, False, "not compared: forward's output is not finite for this x "
+                       "(see the row finite output)")
+            continue
         _check_tensor(report, check, terms, terms0, target, analytic, base, rng, h, rtol,
-                      max_coords)
-    return report
+                      max_coords, context)
 
 
-def _check_tensor(report, check, terms, terms0, target, analytic, base, rng, h, rtol, max_coords):
+def nonfinite_forward(out, x) -> str:
+    """Where forward's output is NaN or infinite, and the usual reasons."""
+    bad = ~np.isfinite(out)
+    first = tuple(int(i) for i in np.argwhere(bad)[0])
+    kinds = " and ".join(k for k, m in (("nan", np.isnan(out)), ("inf", np.isinf(out)))
+                         if m.any())
+    largest = float(np.max(np.abs(x))) if x.size else 0.0
+    return (f"forward itself returned {kinds} at {int(bad.sum())} of {out.size} entries (e.g. "
+            f"out[{', '.join(map(str, first))}] = {out[first]}) for an x whose largest |entry| "
+            f"is {largest:.3g}: an exp that overflows (softmax: subtract each row's max first), "
+            "a log of 0, a division by 0 or by an overflowing sum?")
+
+
+def low_precision(terms, target, base, out_dtype, rng):
+    """A sentence when forward computes in float32 (or less) although it gets float64, else None.
+
+    Two signs: forward returns float32; or forward's output is bit for bit the same when
+    ``target`` is rounded to float32 (somewhere inside, forward rounds it).  The harness runs the layer in float64, where float32 rounding, divided
+    by the step h, looks like an error of 1e-3.
+    """
+    if np.dtype(out_dtype).itemsize < 8:
+        return f"forward returns {np.dtype(out_dtype).name} for float64 x and params"
+    if base.size == 0:
+        return None
+    v = rng.uniform(-1, 1, base.shape)
+    # float64 numbers that float32 lacks, moved enough for float32's rounding of them to show
+    # in a float64 output
+    fine = base + 1e-7 * max(float(np.max(np.abs(base))), 1.0) * v
+    rounded = fine.astype(np.float32).astype(np.float64)
+    t_fine, t_rounded = terms(target, fine), terms(target, rounded)
+    t_far = terms(target, fine + 1e-4 * v * np.maximum(np.abs(fine), 1))
+    depends = t_far != t_fine                             # outputs the target moves
+    if not depends.any():
+        return None
+    if np.mean(t_fine[depends] == t_rounded[depends]) >= 0.9:
+        return (f"forward gives the same output, bit for bit, when {target} is rounded to "
+                "float32: the layer casts to float32 inside forward")
+    return None
+
+
+def _float32_sentence(evidence, worst, rtol):
+    seen = (f"an error (relative error {worst:.1e} > {rtol:.0e})" if not worst <= rtol
+            else "kinks everywhere (too few smooth coordinates to compare)")
+    return (f"{evidence} (astype(np.float32), np.float32(...), dtype=np.float32?): it computes "
+            f"to about 7 digits, and finite differences at step 1e-6 see that rounding as "
+            f"{seen}; keep the dtype of x and params, as the protocol asks")
+
+
+def _check_tensor(report, check, terms, terms0, target, analytic, base, rng, h, rtol, max_coords,
+                  context):
     """Add one row comparing ``analytic`` (what backward said) with finite differences."""
     shape = base.shape
     if analytic is None or np.shape(analytic) != shape:
@@ -219,8 +297,12 @@ def _check_tensor(report, check, terms, terms0, target, analytic, base, rng, h, 
         return
     analytic = np.asarray(analytic, dtype=np.float64)
     if not np.all(np.isfinite(analytic)):
-        bad = tuple(int(i) for i in np.argwhere(~np.isfinite(analytic))[0])
-        report.add(check, False, f"backward gave {analytic[bad]} at {target}{list(bad)}")
+        bad_mask = ~np.isfinite(analytic)
+        bad = tuple(int(i) for i in np.argwhere(bad_mask)[0])
+        report.add(check, False, f"backward gave {analytic[bad]} at {int(bad_mask.sum())} of "
+                   f"{analytic.size} entries (e.g. {diagnose.at(target, bad)}), although "
+                   "forward's output is finite: a division by 0, a log of 0 or an exp that "
+                   "overflows in backward?")
         return
     size = analytic.size
     floor = FLOOR * np.max(np.abs(analytic), initial=0.0)
@@ -232,6 +314,8 @@ def _check_tensor(report, check, terms, terms0, target, analytic, base, rng, h, 
         # along a direction, ``a`` is a sum, known only to the size of its terms
         scale = max(abs(a), abs(central), float(np.sum(np.abs(analytic * w))), floor,
                     noise / rtol)
+        if not math.isfinite(scale):
+            return math.inf, a, central
         if scale == 0:
             return 0.0, a, central
         gap = abs(right - left) / scale
@@ -257,6 +341,7 @@ def _check_tensor(report, check, terms, terms0, target, analytic, base, rng, h, 
         return abs(a - central) / scale, a, central
 
     worst, where, kinks, coords, examined = 0.0, None, 0, [], 0
+    samples, directions = [], {}
     try:
         # coordinates in a seeded random order, until max_coords smooth ones are compared
         for i in rng.permutation(size)[:10 * max_coords]:
@@ -271,29 +356,86 @@ def _check_tensor(report, check, terms, terms0, target, analytic, base, rng, h, 
                 kinks += 1
                 continue
             coords.append(index)
+            samples.append((index, *result[1:], result[0]))
             if not result[0] <= worst:                   # "not <=" also catches NaN
-                worst, where = result[0], (f"at {target}{list(index)}", *result[1:])
+                worst, where = result[0], (f"at {diagnose.at(target, index)}", *result[1:])
         for label, v in [("a random direction", rng.standard_normal(shape)),
                          ("the all-ones direction", np.ones(shape))]:
             result = compare(v)
             if result is None:
                 kinks += 1
-            elif not result[0] <= worst:
+                continue
+            directions[label] = result
+            if not result[0] <= worst:
                 worst, where = result[0], (f"along {label}", *result[1:])
-    except Exception as err:
-        report.add(check, False, f"forward failed during finite differences: {error_text(err)}")
+    except BaseException as err:
+        guard.layer_error(err)
+        report.add(check, False, f"forward failed during finite differences: {error_text(err)}"
+                   f"{guard.error_kind(err)}")
         return
     numbers = dict(max_rel_error=worst, kinks=kinks, coords=sorted(coords))
     needed = min(MIN_SMOOTH, size / 2)
-    if not worst <= rtol:
-        label, a, numerical = where
-        report.add(check, False, f"relative error {worst:.1e} > {rtol:.0e} {label}: backward "
-                   f"{a:.6g}, numerical {numerical:.6g}", **numbers)
-    elif len(coords) < needed:
-        report.add(check, False, f"{examined - len(coords)} of {examined} coordinates sit at kinks "
-                   f"(ReLU at 0, tied maxima): {len(coords)} smooth ones are too few to vouch for "
-                   "the gradient; use an input away from kinks", **numbers)
-    else:
+    if worst <= rtol and len(coords) >= needed:
         which = "all" if examined == size else "a seeded sample"
         report.add(check, True, f"{len(coords)} coordinates ({which} of {size}) and 2 directions",
                    **numbers)
+        return
+    try:
+        cast = low_precision(terms, target, base, context["out_dtype"], rng)
+    except BaseException as err:
+        guard.layer_error(err)
+        cast = None
+    if cast:
+        report.add(check, False, _float32_sentence(cast, worst, rtol), **numbers)
+    elif not worst <= rtol:
+        report.add(check, False, _failure(target, analytic, samples, directions, where, worst,
+                                          rtol, size, kinks, context), **numbers)
+    else:
+        report.add(check, False, f"{examined - len(coords)} of {examined} coordinates sit at kinks "
+                   f"(ReLU at 0, tied maxima): {len(coords)} smooth ones are too few to vouch for "
+                   "the gradient; use an input away from kinks", **numbers)
+
+
+def _failure(target, analytic, samples, directions, where, worst, rtol, size, kinks, context):
+    """The detail of a failed comparison: the pattern when there is one, with a representative
+    coordinate; otherwise the worst comparison."""
+    head = f"relative error {worst:.1e} > {rtol:.0e}"
+    numerical = [s[2] for s in samples] + [d[2] for d in directions.values()]
+    if not all(math.isfinite(n) for n in numerical):
+        return (f"{head}: forward returned nan or inf at an input within 1e-6 of this one "
+                f"(moving {target}): a formula that overflows near here (an exp of a large "
+                "number, a log or division near 0)?")
+    wrong = [s for s in samples if not s[3] <= rtol]
+    if wrong:
+        found = diagnose.pattern(target, analytic, samples, rtol,
+                                 x_shape=context["x_shape"], out_shape=context["out_shape"],
+                                 layer=context["layer"], params=context["params"],
+                                 x=context["x"])
+        if found:
+            return f"{head}: {found}"
+        typical = sorted(wrong, key=lambda s: abs(s[2]))[len(wrong) // 2]
+        return (f"{head}: {len(wrong)} of {len(samples)} coordinates are wrong, with no simple "
+                f"pattern (not a constant factor, a sign, a transpose, some samples only): "
+                f"the formula itself? e.g. at {diagnose.at(target, typical[0])}: backward "
+                f"{typical[1]:.6g}, numerical {typical[2]:.6g}")
+    ok = f"the {len(samples)} coordinates compared one by one all match, but"
+    if "the all-ones direction" in directions and not directions["the all-ones direction"][0] <= rtol:
+        _, a, n = directions["the all-ones direction"]
+        text = (f"{head}: {ok} along the all-ones direction (every entry of {target} moved "
+                f"together by the same step, so that tied values stay tied) backward gives "
+                f"{a:.6g} and finite differences {n:.6g}")
+        tied = diagnose.ties(context["x"]) if target == "x" else 0
+        if tied:
+            text += (f". x has {tied} entries that share their value with another (ties; each "
+                     "nudged alone is a kink, skipped): a tie's gradient must go to one of them "
+                     "(the first maximum, as np.argmax picks it), not to each")
+        elif kinks:
+            text += f"; the error hides at the {kinks} kinks skipped one by one"
+        return text
+    _, a, n = directions.get("a random direction", (None, math.nan, math.nan))
+    rest = size - len(samples)
+    hidden = (f"among the {rest} entries not compared one by one" if rest
+              else "where the one-by-one comparisons cannot see it")
+    return (f"{head}: {ok} along a random direction (all {size} entries of {target} moved at "
+            f"once) backward gives {a:.6g} and finite differences {n:.6g}: the error hides "
+            f"{hidden}")

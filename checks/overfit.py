@@ -32,12 +32,12 @@ uses; above ``MAX_FULL`` values per sample it would not fit in memory (25,088 va
 
 from __future__ import annotations
 
-import copy
 
 import numpy as np
 
 from cnn_lessons.optimizers import Adam   # protocol-level: updates any layer's params in place
 
+from . import guard
 from .report import Report, error_text, layer_name
 
 CLASSES = 4   # K
@@ -137,41 +137,73 @@ def evaluate(model, stem, head, x, y) -> float:
 
 
 def overfit_one_sample(layer, x, *, steps: int = 300, threshold: float = 0.05, seed: int = 0,
-                       lr: float = 0.05) -> Report:
+                       lr: float = 0.05, timeout: float | None = 60) -> Report:
     """Train ``stem -> layer -> head`` on one sample of ``x``, then on up to 4 (chosen by seed).
 
     ``x``: a batch the layer accepts, e.g. ``(N, C, H, W)``.  Only samples on which the layer's
     output is not all zeros are used (nothing can learn from a sample whose every ReLU is off).
     The layer itself is not changed: training runs on a deep copy, in the layer's own dtype.
+    A stage that stalls because ``x`` saturates the layer (forward is flat there) is
+    inconclusive, not failed, and so is an ``x`` on which the output is all zeros: neither says
+    anything against the layer.  ``timeout``: seconds before a layer that does not return fails.
     Returns a :class:`~checks.report.Report` with one row per stage (steps taken, final loss);
     never raises.
     """
     report = Report(layer_name(layer))
+    with guard.user_rng_kept():
+        try:
+            with guard.guarded(timeout):
+                _overfit_all(report, layer, x, steps, threshold, seed, lr)
+        except guard.LayerTimeout as err:
+            report.add("time limit", False, err.detail())
+    return report
+
+
+def _overfit_all(report, layer, x, steps, threshold, seed, lr):
     try:
         x = np.asarray(x)
         if not np.issubdtype(x.dtype, np.floating):
             x = x.astype(np.float64)
-        model = copy.deepcopy(layer)
+        model = guard.fresh(layer, seed)
         out = np.asarray(in_eval_mode(model, lambda: model.forward(x.copy())))
         order = np.random.default_rng(seed).permutation(len(x))     # seed picks the samples
         live = [i for i in order if np.any(out[i])]
-    except Exception as err:
-        report.add("overfit", False, error_text(err))
-        return report
+    except BaseException as err:
+        guard.layer_error(err)
+        report.add("overfit", False, error_text(err) + guard.error_kind(err))
+        return
     if not live:
-        report.add("overfit", False, "the output is all zeros for every sample of x (every "
-                   "ReLU unit off?): no gradient can flow; use an input with some nonzero output")
-        return report
+        report.add("overfit", True, "inconclusive: the output is all zeros for every sample of "
+                   "x (every ReLU unit off?): no gradient can flow, so nothing can be learned; "
+                   "use an input with some nonzero output", inconclusive=True)
+        return
     for n in sorted({1, min(CLASSES, len(live))}):
-        _overfit(report, layer, x[np.sort(live[:n])], steps, threshold, lr)
-    return report
+        _overfit(report, layer, x[np.sort(live[:n])], steps, threshold, lr, seed)
 
 
-def _overfit(report, layer, x, steps, threshold, lr):
+def gain(model, z, seed) -> float:
+    """How far forward's output moves per unit of input, at ``z`` (evaluation mode, a random
+    direction, a small central difference): about 0.25 for a sigmoid at 0, 1e-4 at 9."""
+    v = np.random.default_rng([seed, 7]).standard_normal(z.shape)
+    v /= np.linalg.norm(v)
+    eps = 1e-3 * max(1.0, float(np.sqrt(np.mean(z.astype(np.float64) ** 2))))
+
+    def f(zz):
+        probe = guard.fresh(model, seed)
+        return np.asarray(in_eval_mode(probe, lambda: probe.forward(zz)), dtype=np.float64)
+
+    dz = (eps * v).astype(z.dtype)
+    return float(np.linalg.norm(f(z + dz) - f(z - dz)) / (2 * eps))
+
+
+SATURATED = 1e-2   # a gain below this: the input sits where forward is flat
+
+
+def _overfit(report, layer, x, steps, threshold, lr, seed):
     n = len(x)
     check = "overfit 1 sample" if n == 1 else f"overfit {n} samples"
     try:
-        model = copy.deepcopy(layer)
+        model = guard.fresh(layer, seed)
         stem = LinearStem(x.shape[1:], x.dtype)
         try:
             out = np.asarray(model.forward(stem.forward(x)))
@@ -205,12 +237,28 @@ def _overfit(report, layer, x, steps, threshold, lr):
             optimizer.step()
             step += 1
             loss = evaluate(model, stem, head, x, y)
-    except Exception as err:
-        report.add(check, False, error_text(err))
+        flat = None
+        if not loss < threshold and np.isfinite(loss):
+            flat = min(gain(model, stem.forward(x), seed),
+                       gain(guard.fresh(layer, seed), x, seed))
+    except BaseException as err:
+        guard.layer_error(err)
+        report.add(check, False, error_text(err) + guard.error_kind(err))
         return
     if loss < threshold:
         report.add(check, True, f"loss {loss:.4f} < {threshold:g} after {step} steps",
                    steps=step, loss=loss)
+    elif not np.isfinite(loss):
+        report.add(check, False, f"the loss became {loss} after {step} steps: forward's output "
+                   "is not finite (an exp that overflows, a log or division near 0?); see the "
+                   "row finite output", steps=step, loss=loss)
+    elif flat is not None and flat < SATURATED:
+        largest = float(np.max(np.abs(x))) if x.size else 0.0
+        report.add(check, True, f"inconclusive: loss still {loss:.4f} after {step} steps, "
+                   f"because x saturates the layer: its output moves only {flat:.1e} per unit "
+                   f"of input here (largest |x| {largest:.3g}), so every gradient through it is "
+                   "tiny; rescale x to entries of order 1 (e.g. x / x.std()) to test learning",
+                   steps=step, loss=loss, inconclusive=True)
     else:
         report.add(check, False, f"loss still {loss:.4f} (not < {threshold:g}) after {step} "
                    "steps: the gradient does not lead the optimizer downhill", steps=step,

@@ -1,10 +1,15 @@
 """Reports: what every check returns.
 
-A :class:`Report` is a list of :class:`Row` s, one per check, for one layer.  ``report.ok`` is
-True when every row passed; ``str(report)`` is a small table; ``report.summary()`` is one line
-when everything passed and the whole table when something failed; ``report.to_dict()`` is the same
-as plain data (for ``--json``).  No check ever raises on a broken layer: an exception inside the
-layer becomes a failed row whose detail is the error's type and message.
+A :class:`Report` is a list of :class:`Row` s, one per check, for one layer.  A row passes,
+fails, or is *inconclusive*: the check could not say anything about the layer with this input
+(the input saturates a sigmoid, or kills every ReLU), which is no evidence against the layer.
+``report.ok`` is True when no row failed -- an inconclusive row does not fail the layer, since
+a correct layer must never fail -- and ``report.status`` is ``"PASS"``, ``"INCONCLUSIVE"`` or
+``"FAIL"``.  ``str(report)`` is a small table; ``report.summary()`` is one line when everything
+passed, that line and the inconclusive rows when some were, and the whole table when something
+failed; ``report.to_dict()`` is the same as plain data (for ``--json``).  No check ever raises
+on a broken layer: an exception inside the layer becomes a failed row whose detail is the
+error's type and message.
 """
 
 from __future__ import annotations
@@ -25,6 +30,11 @@ class Row:
     steps: int | None = None             # overfit checks: optimizer steps taken
     loss: float | None = None            # overfit checks: final loss
     coords: list | None = None           # finite-difference checks: indices compared
+    inconclusive: bool = False           # ok, but proves nothing (the input, not the layer)
+
+    @property
+    def status(self) -> str:
+        return "FAIL" if not self.ok else "INCONCLUSIVE" if self.inconclusive else "PASS"
 
 
 @dataclass
@@ -36,7 +46,19 @@ class Report:
 
     @property
     def ok(self) -> bool:
+        """No row failed (inconclusive rows do not fail), and there is at least one row."""
         return bool(self.rows) and all(row.ok for row in self.rows)
+
+    @property
+    def status(self) -> str:
+        """``"PASS"``, ``"INCONCLUSIVE"`` (ok, but some check proved nothing) or ``"FAIL"``."""
+        if not self.ok:
+            return "FAIL"
+        return "INCONCLUSIVE" if self.inconclusive() else "PASS"
+
+    def inconclusive(self) -> list[str]:
+        """Names of the checks that were inconclusive."""
+        return [row.check for row in self.rows if row.inconclusive]
 
     def add(self, check: str, ok: bool, detail: str = "", **numbers) -> Row:
         row = Row(check, bool(ok), detail, **numbers)
@@ -55,12 +77,15 @@ class Report:
         raise KeyError(f"no check named {check!r} in the report of {self.layer}")
 
     def summary(self) -> str:
-        """One line when every check passed (count and worst relative error), else ``str(self)``."""
+        """One line when every check passed (count and worst relative error), that line and the
+        inconclusive rows when some were, else ``str(self)``."""
         if not self.ok:
             return str(self)
         errors = [r.max_rel_error for r in self.rows if r.max_rel_error is not None]
         worst = f", worst relative error {max(errors):.1e}" if errors else ""
-        return f"{self.layer}: PASS ({len(self.rows)} checks{worst})"
+        line = f"{self.layer}: {self.status} ({len(self.rows)} checks{worst})"
+        return "\n".join([line] + [f"  {r.check}: {r.detail}"
+                                    for r in self.rows if r.inconclusive])
 
     def to_dict(self) -> dict:
         rows = []
@@ -70,18 +95,34 @@ class Report:
                 if isinstance(value, float) and not math.isfinite(value):
                     d[key] = str(value)
             rows.append(d)
-        return {"layer": self.layer, "ok": self.ok, "checks": rows}
+        return {"layer": self.layer, "ok": self.ok, "status": self.status, "checks": rows}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Report":
+        """The report :meth:`to_dict` described (non-finite numbers back to floats)."""
+        report = cls(data["layer"])
+        for d in data["checks"]:
+            d = dict(d)
+            for key in ("max_rel_error", "loss"):
+                if isinstance(d.get(key), str):
+                    d[key] = float(d[key])
+            if d.get("coords") is not None:
+                d["coords"] = [tuple(c) for c in d["coords"]]
+            report.rows.append(Row(**d))
+        return report
 
     def __str__(self) -> str:
-        lines = [f"{self.layer}: {'PASS' if self.ok else 'FAIL'}"]
+        lines = [f"{self.layer}: {self.status}"]
         body = [[r.check, fmt_error(r.max_rel_error), fmt_int(r.kinks), fmt_int(r.steps),
-                 "PASS" if r.ok else "FAIL", r.detail] for r in self.rows]
+                 r.status, r.detail] for r in self.rows]
         header = ["check", "max rel. error", "kinks skipped", "steps", "result", "detail"]
         lines += ["  " + line for line in table(header, body)]
         return "\n".join(lines)
 
 
 def fmt_error(value) -> str:
+    if isinstance(value, str):
+        return value
     return "" if value is None else f"{value:.1e}"
 
 

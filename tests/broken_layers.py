@@ -3,7 +3,10 @@
 Every class is a small subclass of a correct cnn_lessons layer (or a standalone class) whose
 docstring names its bug.  Every ``make_*`` function returns ``(layer, x)``, an input on which the
 bug shows, so that ``python -m checks tests.broken_layers:make_softmax_no_sum_term`` works too.
-``EXPECTED`` maps each factory to the check that must flag it.
+``EXPECTED`` maps each factory to the check that must flag it, ``DIAGNOSIS`` to words its
+detail must contain (the kind of wrong, not only "wrong"), and ``TIMEOUT`` gives the layers
+that never return a short time limit.  ``CORRECT`` lists correct layers on inputs that used to
+trip the harness (saturation, NumPy's global generator): they must never FAIL.
 """
 
 from __future__ import annotations
@@ -440,12 +443,27 @@ class DropoutMaskRedrawn(Dropout):
         return dout * (self.rng.random(dout.shape) >= self.p) / (1 - self.p)
 
 
-class DropoutGlobalRandom(Dropout):
-    """Bug: the mask comes from the global ``np.random``, not the layer's seeded generator, so
-    the same layer and input give a different output every time."""
+class DropoutUnseeded(Dropout):
+    """Bug: the mask comes from a generator created without a seed in every forward
+    (``np.random.default_rng()``), so the same layer and input give a different output every
+    time, and no run can be reproduced."""
 
     def forward(self, x):
-        self._mask = (np.random.random(x.shape) >= self.p) / (1 - self.p)
+        self._mask = (np.random.default_rng().random(x.shape) >= self.p) / (1 - self.p)
+        return x * self._mask
+
+    def backward(self, dout):
+        return dout * self._mask
+
+
+class DropoutGlobalRandom(Dropout):
+    """Correct: the mask comes from NumPy's global generator (``np.random.rand``), as many course
+    solutions draw it; the harness reseeds that generator for every copy it checks."""
+
+    def forward(self, x):
+        if not self.training:
+            return x
+        self._mask = (np.random.rand(*x.shape) >= self.p) / (1 - self.p)
         return x * self._mask
 
     def backward(self, dout):
@@ -514,6 +532,10 @@ def make_dropout_mask_redrawn():
     return DropoutMaskRedrawn(0.5, rng=0), normal(4, 6)
 
 
+def make_dropout_unseeded():
+    return DropoutUnseeded(0.5), normal(4, 6)
+
+
 def make_dropout_global_random():
     return DropoutGlobalRandom(0.5), normal(4, 6)
 
@@ -545,6 +567,268 @@ def make_scale_raises_in_backward():
     return ScaleRaisesInBackward(), normal(3, 4)
 
 
+# -- what kind of wrong: patterns the diagnosis names -------------------------------------------
+
+class DenseBiasAveraged(DenseBase):
+    """Bug: ``db = dout.mean(axis=0)``: the bias gradient averaged over the batch, 1/N of it."""
+
+    def backward(self, dout):
+        dx = super().backward(dout)
+        self.grads["b"] = dout.mean(axis=0)
+        return dx
+
+
+class DenseWeightGradTransposed(DenseBase):
+    """Bug: ``dW = (x.T @ dout).T`` -- for a square W the shape is right, the entries are not."""
+
+    def backward(self, dout):
+        dx = super().backward(dout)
+        self.grads["W"] = (self._x.T @ dout).T
+        return dx
+
+
+class DenseBiasGradZero(DenseBase):
+    """Bug: ``grads["b"] = np.zeros_like(b)``: a placeholder never replaced by the gradient."""
+
+    def backward(self, dout):
+        dx = super().backward(dout)
+        self.grads["b"] = np.zeros_like(self.params["b"])
+        return dx
+
+
+class DenseFirstSampleGradient(DenseBase):
+    """Bug: ``dx[n] = dout[0] @ W.T`` for every n (a loop body that indexes with 0, not n)."""
+
+    def backward(self, dout):
+        super().backward(dout)
+        return np.repeat(dout[:1] @ self.params["W"].T, len(dout), axis=0)
+
+
+class DenseCastsToFloat32(DenseBase):
+    """Bug: forward computes in float32 (``x.astype(np.float32)``), whatever the dtype of x and
+    W: seven digits, where float64 was promised."""
+
+    def forward(self, x):
+        self._x = x
+        return x.astype(np.float32) @ self.params["W"].astype(np.float32) + self.params["b"]
+
+
+class DenseGradsFloat32(DenseBase):
+    """Bug: the gradients are cast to float32 (``.astype(np.float32)``) whatever the dtype of the
+    parameters."""
+
+    def backward(self, dout):
+        dx = super().backward(dout)
+        self.grads = {k: g.astype(np.float32) for k, g in self.grads.items()}
+        return dx
+
+
+class TanhSignFlipped(Tanh):
+    """Bug: ``dx = dout * (y**2 - 1)``: the derivative with its sign flipped."""
+
+    def forward(self, x):
+        self._y = np.tanh(x)
+        return self._y
+
+    def backward(self, dout):
+        return dout * (self._y ** 2 - 1)
+
+
+class MaxPoolFirstChannelMask(MaxPoolBase):
+    """Bug: every channel routes its gradient with the winners of channel 0 (``mask[:, :1]``)."""
+
+    def backward(self, dout):
+        dx = np.zeros_like(self._x, dtype=dout.dtype)
+        for i, j, rows, cols in windows(self, dout.shape):
+            mask = self.winners(rows, cols)[:, :1]
+            dx[:, :, rows, cols] += mask * dout[:, :, i, j, None, None]
+        return dx
+
+
+class SoftmaxNoMaxShift(Softmax):
+    """Bug: ``exp(x) / sum(exp(x))`` without subtracting the row's max: overflows to inf, and
+    inf / inf is NaN, for logits above about 710."""
+
+    def forward(self, x):
+        with np.errstate(over="ignore", invalid="ignore"):
+            e = np.exp(x)
+            self._y = e / e.sum(axis=-1, keepdims=True)
+        return self._y
+
+    def backward(self, dout):
+        return self._y * (dout - np.sum(dout * self._y, axis=-1, keepdims=True))
+
+
+class SquareBackwardDividesByX:
+    """Bug: y = x**2 with ``dx = dout * 2 * y / x`` -- the same as 2x, except at x = 0 (0 / 0)."""
+
+    def __init__(self):
+        self.params, self.grads = {}, {}
+
+    def forward(self, x):
+        self._x, self._y = x, x ** 2
+        return self._y
+
+    def backward(self, dout):
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return dout * 2 * self._y / self._x
+
+
+# -- protocol: what a second call, or the layers around, would see -------------------------------
+
+class ReLUBackwardOverwritesCache(ReLU):
+    """Bug: backward builds its mask in the cached input itself (``mask = self._x;
+    mask[...] = ...``): x, which the layer below still holds, is overwritten."""
+
+    def forward(self, x):
+        self._x = x
+        return np.maximum(x, 0)
+
+    def backward(self, dout):
+        mask = self._x
+        mask[...] = self._x > 0
+        return dout * mask
+
+
+class TanhSquaresOutputInPlace(Tanh):
+    """Bug: backward squares forward's output in place (``self._y **= 2``): the output, which the
+    layer above holds as its input, changes, and a second backward is wrong."""
+
+    def forward(self, x):
+        self._y = np.tanh(x)
+        return self._y
+
+    def backward(self, dout):
+        self._y **= 2
+        return dout * (1 - self._y)
+
+
+# -- layers that never return, or end the program -----------------------------------------------
+
+class ReLUForwardNeverReturns(ReLU):
+    """Bug: forward loops forever (a ``while`` whose condition never changes)."""
+
+    def forward(self, x):
+        y = x.copy()
+        while np.any(y < 0):
+            y = y * 1.0          # meant: y[y < 0] = 0
+        return y
+
+
+class ReLUBackwardNeverReturns(ReLU):
+    """Bug: backward waits forever (an index that never advances)."""
+
+    def forward(self, x):
+        self._mask = x > 0
+        return np.maximum(x, 0)
+
+    def backward(self, dout):
+        i = 0
+        while i < dout.size:
+            pass                 # meant: i += 1
+        return dout * self._mask
+
+
+class ReLUExitsInForward(ReLU):
+    """Bug: forward calls ``sys.exit(0)`` (debugging code left in): the program would end with the
+    "success" status."""
+
+    def forward(self, x):
+        raise SystemExit(0)
+
+
+class ReLUInterruptsInBackward(ReLU):
+    """Bug: backward raises ``KeyboardInterrupt`` itself (a stop left in for debugging)."""
+
+    def forward(self, x):
+        self._mask = x > 0
+        return np.maximum(x, 0)
+
+    def backward(self, dout):
+        raise KeyboardInterrupt
+
+
+def make_dense_bias_averaged():
+    return DenseBiasAveraged(6, 4, rng=0), normal(4, 6)
+
+
+def make_dense_weight_grad_transposed():
+    return perturbed(DenseWeightGradTransposed(4, 4, rng=0)), normal(5, 4)
+
+
+def make_dense_bias_grad_zero():
+    return DenseBiasGradZero(6, 4, rng=0), normal(3, 6)
+
+
+def make_dense_first_sample_gradient():
+    return DenseFirstSampleGradient(6, 4, rng=0), normal(3, 6)
+
+
+def make_dense_casts_to_float32():
+    return DenseCastsToFloat32(6, 4, rng=0, dtype=np.float64), normal(3, 6).astype(np.float64)
+
+
+def make_dense_grads_float32():
+    return DenseGradsFloat32(6, 4, rng=0, dtype=np.float64), normal(3, 6).astype(np.float64)
+
+
+def make_tanh_sign_flipped():
+    return TanhSignFlipped(), normal(3, 5)
+
+
+def make_maxpool_first_channel_mask():
+    return MaxPoolFirstChannelMask(2), normal(2, 3, 4, 4)
+
+
+def make_softmax_no_max_shift():
+    x = 3 * normal(3, 5)
+    x[1, 2] = 800.0             # one large logit: exp overflows
+    return SoftmaxNoMaxShift(), x
+
+
+def make_square_backward_divides_by_x():
+    x = normal(3, 4).astype(np.float64)
+    x[0, 1] = 0.0
+    return SquareBackwardDividesByX(), x
+
+
+def make_relu_backward_overwrites_cache():
+    return ReLUBackwardOverwritesCache(), normal(3, 5)
+
+
+def make_tanh_squares_output_in_place():
+    return TanhSquaresOutputInPlace(), normal(3, 5)
+
+
+def make_relu_forward_never_returns():
+    return ReLUForwardNeverReturns(), normal(3, 5)
+
+
+def make_relu_backward_never_returns():
+    return ReLUBackwardNeverReturns(), normal(3, 5)
+
+
+def make_relu_exits_in_forward():
+    return ReLUExitsInForward(), normal(3, 5)
+
+
+def make_relu_interrupts_in_backward():
+    return ReLUInterruptsInBackward(), normal(3, 5)
+
+
+# -- correct layers on inputs that used to trip the harness ---------------------------------------
+
+def make_sigmoid_saturated():
+    """A correct sigmoid on |x| between 10 and 20: gradients of 1e-5 to 1e-9."""
+    rng = np.random.default_rng(1)
+    return Sigmoid(), rng.uniform(10, 20, (4, 6)) * rng.choice([-1, 1], (4, 6))
+
+
+def make_softmax_peaked():
+    """A correct softmax on logits spread over -25..25: one class takes almost everything."""
+    return Softmax(), np.random.default_rng(2).uniform(-25, 25, (4, 6))
+
+
 EXPECTED = {
     make_dense_bias_not_summed: "grads match params",
     make_dense_grad_averaged: "dL/dW",
@@ -570,7 +854,73 @@ EXPECTED = {
     make_tanh_stale_cache: "fresh cache",
     make_batchnorm_forgets_gamma: "dL/dx",
     make_dropout_mask_redrawn: "dL/dx",
-    make_dropout_global_random: "deterministic forward",
+    make_dropout_unseeded: "deterministic forward",
     make_batchnorm_no_mean_terms: "dL/dx",
     make_scale_raises_in_backward: "forward/backward run",
+    make_dense_bias_averaged: "dL/db",
+    make_dense_weight_grad_transposed: "dL/dW",
+    make_dense_bias_grad_zero: "dL/db",
+    make_dense_first_sample_gradient: "dL/dx",
+    make_dense_casts_to_float32: "dL/dx",
+    make_dense_grads_float32: "grads match params",
+    make_tanh_sign_flipped: "dL/dx",
+    make_maxpool_first_channel_mask: "dL/dx",
+    make_softmax_no_max_shift: "finite output",
+    make_square_backward_divides_by_x: "dL/dx",
+    make_relu_backward_overwrites_cache: "x unchanged by backward",
+    make_tanh_squares_output_in_place: "output unchanged by backward",
+    make_relu_forward_never_returns: "time limit",
+    make_relu_backward_never_returns: "time limit",
+    make_relu_exits_in_forward: "forward/backward run",
+    make_relu_interrupts_in_backward: "forward/backward run",
 }
+
+DIAGNOSIS = {
+    make_dense_bias_not_summed: "grads['b'] (3, 4) vs params['b'] (4,)",
+    make_dense_params_copied: "forward reads a different array (a copy?)",
+    make_dense_grads_accumulate: "gradients accumulated (+=)",
+    make_dense_weight_decay_in_backward: "a penalty belongs in the loss or optimizer",
+    make_dense_missing_transpose: "ValueError: matmul",
+    make_conv_stride_ignored_in_backward: "no simple pattern",
+    make_conv_weight_grad_unpadded: "no simple pattern",
+    make_conv_returns_padded_gradient: "backward returned shape (2, 2, 6, 6)",
+    make_maxpool_overlap_overwritten: "10 of 100 coordinates are wrong",
+    make_softmax_no_sum_term: "15 of 15 coordinates are wrong",
+    make_sigmoid_backward_uses_x: "15 of 15 coordinates are wrong",
+    make_tanh_backward_one_minus_y: "15 of 15 coordinates are wrong",
+    make_relu_in_place: "forward modified its input x in place",
+    make_relu_modifies_dout: "backward modified dout in place",
+    make_flatten_loses_batch_axis: "the first axis must stay the batch",
+    make_tanh_stale_cache: "backward uses a stale cache",
+    make_dropout_mask_redrawn: "the gradient goes to the wrong entries",
+    make_batchnorm_no_mean_terms: "100 of 100 coordinates are wrong",
+    make_scale_raises_in_backward: "AttributeError",
+    make_dense_grad_averaged: "× 0.3333 everywhere = 1/N with N = 3: averaged over the batch",
+    make_dense_bias_averaged: "× 0.25 everywhere = 1/N with N = 4: averaged over the batch",
+    make_avgpool_missing_scale: "× 4 everywhere = the window size, 2 x 2 = 4",
+    make_dense_weight_grad_transposed: "backward equals the numerical gradient transposed",
+    make_dense_bias_grad_zero: "backward is 0 everywhere",
+    make_dense_first_sample_gradient: "right for samples [0] and wrong for samples [1, 2]",
+    make_maxpool_first_channel_mask: "right for channels [0] and wrong for channels [1, 2]",
+    make_tanh_sign_flipped: "× -1 everywhere: the sign is flipped",
+    make_leaky_relu_slope_one: "× 10 at 8 of 15 coordinates (exactly where x < 0)",
+    make_batchnorm_forgets_gamma: "numerical / gamma[k] for each feature k",
+    make_maxpool_grad_to_first: "the gradient goes to the wrong entries",
+    make_flatten_wrong_order: "the right values in the wrong places",
+    make_maxpool_grad_to_every_tie: "ties",
+    make_dense_casts_to_float32: "float32",
+    make_dense_grads_float32: "grads['W'] is float32, params['W'] is float64",
+    make_softmax_no_max_shift: "forward itself returned nan",
+    make_square_backward_divides_by_x: "backward gave nan",
+    make_relu_backward_overwrites_cache: "backward wrote into the x",
+    make_tanh_squares_output_in_place: "backward wrote into the output",
+    make_dropout_unseeded: "different outputs",
+    make_relu_forward_never_returns: "timed out in forward",
+    make_relu_backward_never_returns: "timed out in backward",
+    make_relu_exits_in_forward: "SystemExit",
+    make_relu_interrupts_in_backward: "KeyboardInterrupt",
+}
+
+TIMEOUT = {make_relu_forward_never_returns: 1, make_relu_backward_never_returns: 1}
+
+CORRECT = [make_dropout_global_random, make_sigmoid_saturated, make_softmax_peaked]

@@ -50,7 +50,9 @@ def test_checks_leave_the_layer_and_x_untouched():
     layer = Dropout(0.5, rng=3)
     x = np.random.default_rng(0).standard_normal((4, 6)).astype(np.float32)
     x_before, rng_before = x.copy(), copy.deepcopy(layer.rng).random(3)
+    global_before = np.random.get_state()[1].copy()
     checks.check_layer(layer, x)
+    assert np.array_equal(np.random.get_state()[1], global_before)
     assert np.array_equal(x, x_before) and x.dtype == np.float32
     assert np.array_equal(layer.rng.random(3), rng_before)       # the layer's generator not drawn
     bn = BatchNorm(3)
@@ -72,18 +74,31 @@ def test_reports_are_reproducible_and_seed_dependent():
 @pytest.mark.parametrize("make", list(broken_layers.EXPECTED), ids=lambda f: f.__name__[5:])
 def test_broken_layer_is_flagged_by_the_right_check(make):
     layer, x = make()
-    report = checks.check_layer(layer, x)
+    report = checks.check_layer(layer, x, timeout=broken_layers.TIMEOUT.get(make, 60))
     expected = broken_layers.EXPECTED[make]
-    assert not report.ok
+    assert not report.ok and report.status == "FAIL"
     assert expected in report.failed(), str(report)
     row = report.row(expected)
     assert row.detail and f"{expected}" in str(report) and "FAIL" in str(report)
+    assert broken_layers.DIAGNOSIS[make] in row.detail, row.detail
 
 
-def test_every_broken_layer_names_its_bug():
+def test_every_broken_layer_names_its_bug_and_its_diagnosis():
+    assert set(broken_layers.DIAGNOSIS) == set(broken_layers.EXPECTED)
     for make in broken_layers.EXPECTED:
         layer, _ = make()
         assert "Bug" in type(layer).__doc__ or "raises" in type(layer).__doc__, make.__name__
+
+
+@pytest.mark.parametrize("make", broken_layers.CORRECT, ids=lambda f: f.__name__[5:])
+def test_correct_layers_on_awkward_inputs_never_fail(make):
+    layer, x = make()
+    report = checks.check_layer(layer, x)
+    assert report.ok and report.status in ("PASS", "INCONCLUSIVE"), str(report)
+    assert all(r.max_rel_error < 1e-7 for r in fd_rows(report)), str(report)
+    for row in report.rows:
+        if row.inconclusive:
+            assert "saturates" in row.detail and "rescale x" in row.detail, row.detail
 
 
 def test_tied_maxima_bug_is_seen_along_the_all_ones_direction():
@@ -428,9 +443,12 @@ def test_overfit_skips_a_batch_of_one_that_batchnorm_refuses():
     assert report.rows[0].detail.startswith("skipped") and report.rows[1].steps > 0
 
 
-def test_overfit_refuses_an_input_with_all_outputs_zero():
+def test_overfit_is_inconclusive_on_an_input_with_all_outputs_zero():
+    """Every ReLU off says nothing against the layer: inconclusive, not a failure."""
     report = checks.overfit_one_sample(ReLU(), -np.ones((3, 4)))
-    assert not report.ok and "all zeros" in report.rows[0].detail
+    row = report.rows[0]
+    assert row.inconclusive and row.status == "INCONCLUSIVE" and "all zeros" in row.detail
+    assert report.ok and report.status == "INCONCLUSIVE"
     x = np.random.default_rng(0).standard_normal((5, 8))
     x[:3] = -np.abs(x[:3])                        # three samples all off: the others are used
     report = checks.overfit_one_sample(ReLU(), x)
@@ -466,3 +484,124 @@ def test_summary_is_one_line_when_passing_and_the_table_when_failing():
     report.add("dL/db", False, "backward is zero", max_rel_error=1.0)
     assert report.summary() == str(report)
     assert "backward is zero" in report.summary() and "\n" in report.summary()
+
+
+# -- inconclusive, never a failure of a correct layer -----------------------------------------
+
+def test_saturated_input_is_inconclusive_with_the_reason_and_a_hint():
+    layer, x = broken_layers.make_sigmoid_saturated()
+    report = checks.overfit_one_sample(layer, x)
+    (stalled,) = [r for r in report.rows if r.inconclusive]
+    assert stalled.ok and stalled.steps == 300 and stalled.loss > 0.05
+    assert "saturates the layer" in stalled.detail and "rescale x" in stalled.detail
+    assert "downhill" not in stalled.detail
+    assert report.ok and report.status == "INCONCLUSIVE"
+    # the same layer on inputs of order 1 learns
+    assert checks.overfit_one_sample(layer, x / x.std()).status == "PASS"
+
+
+def test_check_layer_never_blames_a_gradient_the_finite_differences_confirmed(monkeypatch):
+    """Even when the saturation test does not fire, a stall after a passing gradient check is
+    inconclusive, with the reason; on its own, the overfit test still fails it."""
+    import checks.overfit
+    monkeypatch.setattr(checks.overfit, "SATURATED", 0.0)
+    layer, x = broken_layers.make_sigmoid_saturated()
+    alone = checks.overfit_one_sample(layer, x)
+    assert not alone.ok and "downhill" in alone.rows[-1].detail
+    report = checks.check_layer(layer, x)
+    assert report.ok and report.status == "INCONCLUSIVE"
+    (row,) = [r for r in report.rows if r.inconclusive]
+    assert "finite differences confirm every gradient" in row.detail
+    assert "downhill" not in str(report)
+
+
+def test_a_wrong_gradient_still_fails_the_overfit_stage():
+    report = checks.check_layer(*broken_layers.make_tanh_sign_flipped())
+    assert report.row("overfit 3 samples").status == "FAIL"
+
+
+def test_report_status_summary_and_dict_with_an_inconclusive_row():
+    from checks.report import Report
+    report = Report("Toy")
+    report.add("dL/dx", True, max_rel_error=3e-10)
+    report.add("overfit", True, "inconclusive: x saturates the layer", inconclusive=True)
+    assert report.ok and report.status == "INCONCLUSIVE" and report.failed() == []
+    assert report.inconclusive() == ["overfit"]
+    assert report.summary().splitlines() == [
+        "Toy: INCONCLUSIVE (2 checks, worst relative error 3.0e-10)",
+        "  overfit: inconclusive: x saturates the layer"]
+    assert str(report).splitlines()[0] == "Toy: INCONCLUSIVE" and "INCONCLUSIVE" in str(report)
+    data = json.loads(json.dumps(report.to_dict()))
+    assert data["status"] == "INCONCLUSIVE" and data["checks"][1]["inconclusive"] is True
+    assert Report.from_dict(data) == report
+
+
+def test_report_from_dict_restores_non_finite_numbers_and_coordinates():
+    from checks.report import Report
+    report = checks.gradcheck(*broken_layers.make_dense_grad_averaged())
+    report.rows[0].max_rel_error = float("nan")
+    again = Report.from_dict(json.loads(json.dumps(report.to_dict())))
+    assert np.isnan(again.rows[0].max_rel_error)
+    assert again.row("dL/dW").coords == report.row("dL/dW").coords
+    assert str(again).splitlines()[1:] == str(report).splitlines()[1:]
+
+
+# -- NumPy's global generator ------------------------------------------------------------------
+
+def test_a_layer_drawing_from_numpys_global_generator_is_checked_like_any_other():
+    np.random.seed(123)
+    expected_next = np.random.random(3)
+    np.random.seed(123)
+    layer, x = broken_layers.make_dropout_global_random()
+    report = checks.check_layer(layer, x)
+    assert report.status == "PASS", str(report)
+    assert report.row("dL/dx").kinks == 0 and len(report.row("dL/dx").coords) == x.size
+    assert np.array_equal(np.random.random(3), expected_next)    # the caller's state is kept
+
+
+# -- time limit and exits ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("make, phase", [
+    (broken_layers.make_relu_forward_never_returns, "forward"),
+    (broken_layers.make_relu_backward_never_returns, "backward")])
+def test_a_layer_that_never_returns_fails_with_the_phase(make, phase):
+    import time
+    start = time.perf_counter()
+    for function in (checks.check_layer, checks.gradcheck):
+        report = function(*make(), timeout=0.5)
+        assert report.failed() == ["time limit"]
+        assert report.row("time limit").detail.startswith(f"timed out in {phase}: no return "
+                                                          "within 0.5 s")
+    assert time.perf_counter() - start < 5
+
+
+def test_no_alarm_is_left_behind():
+    import signal
+    before = signal.getsignal(signal.SIGALRM), signal.getsignal(signal.SIGINT)
+    checks.check_layer(ReLU(), np.random.default_rng(0).standard_normal((3, 4)), timeout=5)
+    assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+    assert (signal.getsignal(signal.SIGALRM), signal.getsignal(signal.SIGINT)) == before
+
+
+@pytest.mark.parametrize("error", [SystemExit(0), SystemExit(3), KeyboardInterrupt()])
+def test_exits_raised_by_the_layer_are_its_failure(error):
+    class Raises(ReLU):
+        def backward(self, dout):
+            raise error
+
+    report = checks.check_layer(Raises(), np.random.default_rng(0).standard_normal((3, 4)))
+    assert not report.ok and "forward/backward run" in report.failed()
+    assert type(error).__name__ in report.row("forward/backward run").detail
+
+
+def test_a_real_ctrl_c_still_stops_the_checks():
+    import os
+    import signal
+
+    class PressesCtrlC(ReLU):
+        def forward(self, x):
+            os.kill(os.getpid(), signal.SIGINT)      # as the terminal does on Ctrl-C
+            return super().forward(x)
+
+    with pytest.raises(KeyboardInterrupt):
+        checks.check_layer(PressesCtrlC(), np.ones((2, 3)))
