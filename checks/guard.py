@@ -47,7 +47,7 @@ class LayerTimeout(BaseException):
                 "while whose condition never changes, a wait that never ends?)")
 
 
-_state = {"active": False, "user_interrupt": False, "seconds": None}
+_state = {"active": False, "user_interrupt": False, "seconds": None, "on_alarm": None}
 
 
 def fresh(snapshot, seed: int = 0):
@@ -78,8 +78,17 @@ def phase_of(frame) -> str | None:
     return entry.f_code.co_name if entry is not None else None
 
 
+def on_alarm(callback):
+    """Call ``callback(phase)`` each time the alarm rings, before it raises (the command line's
+    child process tells its parent where the layer was, in case it must be killed)."""
+    _state["on_alarm"] = callback
+
+
 def _alarm(signum, frame):
-    raise LayerTimeout(phase_of(frame), _state["seconds"])
+    phase = phase_of(frame)
+    if _state["on_alarm"] is not None:
+        _state["on_alarm"](phase)
+    raise LayerTimeout(phase, _state["seconds"])
 
 
 def _interrupt(signum, frame):
