@@ -2,15 +2,24 @@
 
 Three functions, each taking any object that follows the layer protocol (``params``, ``grads``,
 ``forward``, ``backward``; see :mod:`cnn_lessons.layer`) and an input batch ``x``, and each
-returning a :class:`Report` (``.ok``, a readable ``str()``; they never raise on a broken layer):
+returning a :class:`Report` (``.ok``, ``.status``, a readable ``str()``; they never raise on a
+broken layer):
 
 - :func:`gradcheck` -- backward against finite differences, plus the protocol's promises that
-  finite differences miss (:mod:`checks.protocol`);
+  finite differences miss (:mod:`checks.protocol`); a failure names its pattern
+  (:mod:`checks.diagnose`);
 - :func:`overfit_one_sample` -- can Adam learn through the layer?
 - :func:`check_layer` -- both.
 
+Each runs under a time limit (``timeout``, 60 s by default; :mod:`checks.guard`) and treats
+every exception the layer raises, ``SystemExit`` and ``KeyboardInterrupt`` included, as the
+layer's failure.  A check that proves nothing because of the input (a saturated sigmoid, every
+ReLU off) is *inconclusive*: ``report.ok`` stays True, since a correct layer must never fail,
+and ``report.status`` says ``"INCONCLUSIVE"``.
+
 From the shell: ``python -m checks`` checks every built-in layer, ``python -m checks
-mymodule:make_layer`` checks the ``(layer, x)`` that ``make_layer()`` returns.
+mylayers.py:make_layer`` (or ``mymodule:make_layer``) checks the ``(layer, x)`` that
+``make_layer()`` returns.
 """
 
 from . import guard
@@ -41,7 +50,7 @@ def check_layer(layer, x, *, seed: int = 0, timeout: float | None = TIMEOUT) -> 
     fd = [r for r in report.rows if r.check.startswith("dL/d")]
     vouched = bool(fd) and all(r.ok for r in fd)
     for row in overfit.rows:
-        if vouched and not row.ok and row.steps is not None:
+        if vouched and not row.ok and row.steps is not None and row.loss == row.loss:
             row.ok, row.inconclusive = True, True
             row.detail = (f"inconclusive: loss still {row.loss:.4f} after {row.steps} steps, "
                           "although the finite differences confirm every gradient here, so the "
