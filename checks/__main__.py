@@ -30,6 +30,7 @@ import json
 import multiprocessing
 import os
 import sys
+import textwrap
 import time
 
 from . import check_layer, guard
@@ -50,43 +51,54 @@ def _defaults(function):
 def help_text() -> tuple[str, str]:
     """``(description, epilog)`` for ``--help``, every number read from the code."""
     g, o = _defaults(gradcheck), _defaults(overfit_one_sample)
-    protocol = ", ".join(PROTOCOL_CHECKS[1:])
+
+    def item(label, text):
+        first = f"  {label} " if label else "  "
+        return textwrap.fill(text, 92, initial_indent=first, subsequent_indent=" " * len(first))
+
     description = (
         "Check layers as the book does. With no target, every built-in layer of cnn_lessons; "
         "otherwise each target names a function of your own that takes no argument and "
         "returns (layer, x): path/to/mylayers.py:make_relu, or mylayers:make_relu for a "
         "module on the import path (the current directory is on it).")
-    epilog = f"""\
-what is checked, for each layer (on a float64 copy; your layer and x are never changed):
-  1. forward and backward run, and forward's output is finite.
-  2. the layer protocol: {protocol}.
-  3. finite differences, for x and every entry of params: L = sum(forward(x) * G) with G
-     a seeded random upstream gradient, central differences of step h = {g['h']:g}, up to
-     {g['max_coords']} coordinates one by one, then along a random and the all-ones direction.
-     Tolerance: relative error |a - n| / max(|a|, |n|, floor) <= {g['rtol']:g} everywhere,
-     floor = {FLOOR:.0%} of the tensor's largest entry (or the rounding noise). Kinks (ReLU
-     at 0, tied maxima) are skipped and counted. A failure names its pattern: a constant
-     factor (1/N: averaged over the batch?), a sign, a transpose, zeros, some samples...
-  4. the overfit recipe: stem (x M + c, M starting as the identity) -> your layer -> a fixed
-     head (exp(t) times the means of {CLASSES} groups of outputs) -> softmax cross-entropy;
-     Adam, learning rate {o['lr']:g}, at most {o['steps']} steps, on 1 sample then up to
-     {CLASSES}; a stage passes when the loss drops below {o['threshold']:g}. A stall
-     because x saturates the layer is INCONCLUSIVE (not a failure), with what to change.
-  Every layer's checks run under a time limit (--timeout); a layer that raises, exits or
-  does not return fails.
-
-three tips for good test inputs:
-  1. Entries of order 1 (x / x.std()): large inputs saturate sigmoids and softmaxes, whose
-     gradients then vanish below rounding.
-  2. Away from kinks and ties: no exact zeros before a ReLU, no equal values in a pooling
-     window (unless that is what you test), parameters moved away from 0 and 1.
-  3. Seeded and small, yet able to break: a batch of at least {CLASSES} drawn from a seeded
-     generator, and a configuration that exposes indexing bugs (stride 2 with padding, a
-     non-square kernel, overlapping windows).
-
-exit status: 0 no check failed (INCONCLUSIVE does not fail), 1 a check failed, 2 a bad
-argument. Classroom commands (see their --help): {PROG} assign CHAPTER.md --out DIR;
-{PROG} grade SUBMISSION.ipynb."""
+    checked = [
+        ("1.", "forward and backward run, and forward's output is finite."),
+        ("2.", "the layer protocol: " + ", ".join(PROTOCOL_CHECKS[2:]) + "."),
+        ("3.", f"finite differences, for x and every entry of params: L = sum(forward(x) * G) "
+               f"with G a seeded random upstream gradient, central differences of step h = "
+               f"{g['h']:g}, up to {g['max_coords']} coordinates one by one, then along a "
+               f"random and the all-ones direction. Tolerance: relative error |a - n| / "
+               f"max(|a|, |n|, floor) <= {g['rtol']:g} everywhere, floor = {FLOOR:.0%} of the "
+               "tensor's largest entry (or the rounding noise). Kinks (ReLU at 0, tied maxima) "
+               "are skipped and counted. A failure names its pattern: a constant factor (1/N: "
+               "averaged over the batch?), a sign, a transpose, zeros, some samples..."),
+        ("4.", f"the overfit recipe: stem (x M + c, M starting as the identity) -> your layer "
+               f"-> a fixed head (exp(t) times the means of {CLASSES} groups of outputs) -> "
+               f"softmax cross-entropy; Adam, learning rate {o['lr']:g}, at most {o['steps']} "
+               f"steps, on 1 sample then on up to {CLASSES}; a stage passes when the loss "
+               f"drops below {o['threshold']:g}. A stall because x saturates the layer is "
+               "INCONCLUSIVE (not a failure), with what to change."),
+        ("", "Every layer's checks run under a time limit (--timeout); a layer that raises, "
+             "exits or does not return fails."),
+    ]
+    tips = [
+        ("1.", "Entries of order 1 (x / x.std()): large inputs saturate sigmoids and "
+               "softmaxes, whose gradients then vanish below rounding."),
+        ("2.", "Away from kinks and ties: no exact zeros before a ReLU, no equal values in a "
+               "pooling window (unless that is what you test), parameters moved away from 0 "
+               "and 1."),
+        ("3.", f"Seeded and small, yet able to break: a batch of at least {CLASSES} drawn from "
+               "a seeded generator, and a configuration that exposes indexing bugs (stride 2 "
+               "with padding, a non-square kernel, overlapping windows)."),
+    ]
+    epilog = "\n".join(
+        ["what is checked, for each layer (on a float64 copy; your layer and x are never "
+         "changed):"] + [item(label, text) for label, text in checked]
+        + ["", "three tips for good test inputs:"] + [item(label, text) for label, text in tips]
+        + ["", textwrap.fill("exit status: 0 no check failed (INCONCLUSIVE does not fail), 1 a "
+                             "check failed, 2 a bad argument. Classroom commands (see their "
+                             f"--help): {PROG} assign CHAPTER.md --out DIR; {PROG} grade "
+                             "SUBMISSION.ipynb.", 92)])
     return description, epilog
 
 
