@@ -239,8 +239,11 @@ def _overfit(report, layer, x, steps, threshold, lr, seed):
             loss = evaluate(model, stem, head, x, y)
         flat = None
         if not loss < threshold and np.isfinite(loss):
-            flat = min(gain(model, stem.forward(x), seed),
-                       gain(guard.fresh(layer, seed), x, seed))
+            try:
+                flat = min(gain(model, stem.forward(x), seed),
+                           gain(guard.fresh(layer, seed), x, seed))
+            except Exception:          # no gain, no verdict on saturation: the stall stands
+                flat = None
     except BaseException as err:
         guard.layer_error(err)
         report.add(check, False, error_text(err) + guard.error_kind(err))

@@ -605,3 +605,21 @@ def test_a_real_ctrl_c_still_stops_the_checks():
 
     with pytest.raises(KeyboardInterrupt):
         checks.check_layer(PressesCtrlC(), np.ones((2, 3)))
+
+
+def test_an_alarm_armed_by_the_caller_is_left_alone():
+    """A test runner's own time limit (an armed ITIMER_REAL) wins over the harness's."""
+    import signal
+
+    def ring(signum, frame):
+        raise TimeoutError("the caller's alarm")
+
+    old = signal.signal(signal.SIGALRM, ring)
+    signal.setitimer(signal.ITIMER_REAL, 30)
+    try:
+        checks.check_layer(ReLU(), np.random.default_rng(0).standard_normal((3, 4)), timeout=1)
+        remaining = signal.getitimer(signal.ITIMER_REAL)[0]
+        assert 0 < remaining <= 30 and signal.getsignal(signal.SIGALRM) is ring
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
