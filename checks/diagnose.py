@@ -9,6 +9,7 @@ fits every one of them:
 pattern                the sentence (and the usual bug)
 =====================  ==============================================================
 zeros                  backward is 0 where the numerical gradient is not
+nonzero where flat     backward is nonzero where the numerical gradient is 0 (a mask forgotten)
 constant factor        backward = numerical x r everywhere; r is matched against the batch
                        size N, the number of output positions, the window size, small
                        fractions (averaged instead of summed, a missing 1/2, ...)
@@ -110,6 +111,8 @@ def _ratio(a, n):
 def _representative(idx, n, mask):
     """The index among ``idx[mask]`` whose ``|n|`` is the median: a typical coordinate."""
     chosen = np.flatnonzero(mask)
+    if chosen.size == 0:
+        chosen = np.arange(len(n))
     order = chosen[np.argsort(np.abs(n[chosen]))]
     return order[len(order) // 2]
 
@@ -169,8 +172,17 @@ def pattern(target, analytic, samples, rtol, *, x_shape, out_shape, layer, param
         if np.all(np.abs(a) <= tiny):
             return f"backward is 0 everywhere, the numerical gradient is not (e.g. {show(i)})"
         return (f"backward is 0 at {nbad} of {m} coordinates{_where_x(target, idx, bad, x)} "
-                f"where the numerical gradient is not, and right elsewhere: part of the gradient is dropped (a mask or an index "
+                f"where the numerical gradient is not, and right elsewhere: part of the "
+                f"gradient is dropped (a mask or an index "
                 f"range too small?); e.g. {show(i)}")
+
+    # nonzero where the numerical gradient is 0
+    nonzero_bad = bad & (np.abs(n) <= tiny)
+    if (nonzero_bad == bad).all():
+        i = _representative(idx, a, nonzero_bad)
+        return (f"backward is nonzero at {nbad} of {m} coordinates where the numerical "
+                f"gradient is 0 (forward's output does not move with them there): a mask or "
+                f"a zero branch missing in backward? e.g. {show(i)}")
 
     # one constant factor everywhere
     r, misfit = _ratio(a, n)
@@ -225,6 +237,7 @@ def pattern(target, analytic, samples, rtol, *, x_shape, out_shape, layer, param
         if np.ptp(values) <= TIGHT * np.max(np.abs(values)):
             continue                   # one constant: handled above
         plural, single = axis_name(target, axis, ndim)
+        typical = _representative(idx, n, sig)
         for pname, p in params.items():
             p = np.asarray(p).ravel()
             if p.size != analytic.shape[axis]:
@@ -232,17 +245,17 @@ def pattern(target, analytic, samples, rtol, *, x_shape, out_shape, layer, param
             pg = p[list(factors)]
             if np.all(pg != 0) and np.allclose(values * pg, 1, rtol=1e-6, atol=0):
                 return (f"backward is numerical / {pname}[k] for each {single} k: the factor "
-                        f"{pname} is forgotten in backward (e.g. {show(_representative(idx, n, sig))})")
+                        f"{pname} is forgotten in backward (e.g. {show(typical)})")
             if np.allclose(values, pg, rtol=1e-6, atol=0):
                 return (f"backward is numerical × {pname}[k] for each {single} k: {pname} "
-                        f"applied once too often (e.g. {show(_representative(idx, n, sig))})")
+                        f"applied once too often (e.g. {show(typical)})")
             if np.allclose(values, pg ** 2, rtol=1e-6, atol=0) and np.all(pg != 0):
                 return (f"backward is numerical × {pname}[k]**2 for each {single} k "
-                        f"(e.g. {show(_representative(idx, n, sig))})")
+                        f"(e.g. {show(typical)})")
         listed = ", ".join(f"{k}: {v:.3g}" for k, v in list(factors.items())[:6])
         return (f"backward is numerical times a factor that depends only on the {single} "
                 f"({listed}{', ...' if len(factors) > 6 else ''}): a per-{single} factor "
-                f"(a parameter, a scale) missing or extra? e.g. {show(_representative(idx, n, sig))}")
+                f"(a parameter, a scale) missing or extra? e.g. {show(typical)}")
 
     # right for some samples or channels, wrong for the others
     for axis in range(min(ndim, 2)):

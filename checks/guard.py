@@ -137,7 +137,8 @@ def layer_error(err: BaseException) -> None:
 def error_kind(err: BaseException) -> str:
     """A few words for exceptions that are not errors in the usual sense."""
     if isinstance(err, SystemExit):
-        return " (the layer called sys.exit / raised SystemExit: a layer must never end the program)"
+        return (" (the layer called sys.exit / raised SystemExit: a layer must never end the "
+                "program)")
     if isinstance(err, KeyboardInterrupt):
         return " (raised by the layer itself)"
     return ""

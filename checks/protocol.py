@@ -154,7 +154,8 @@ def protocol_checks(report, snapshot, x, G, dx, grads, fresh=None, out=None):
                           and np.allclose(g2[k], 2 * g1[k], rtol=1e-9, atol=0) for k in differ)
             why = ("doubled: gradients added (+=) to the previous call's?" if doubled else
                    "the first backward changed what forward saved?")
-            return False, f"a second backward(dout) after the same forward changed grads {differ}: {why}"
+            return False, (f"a second backward(dout) after the same forward changed grads "
+                           f"{differ}: {why}")
         return True, "same dx and grads"
 
     def no_accumulation():

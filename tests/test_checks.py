@@ -623,3 +623,28 @@ def test_an_alarm_armed_by_the_caller_is_left_alone():
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, old)
+
+
+def test_a_backward_that_forgets_a_mask_is_named():
+    """ReLU's gradient passed through unmasked: nonzero exactly where forward is flat."""
+
+    class ReLUNoMask(ReLU):
+        def backward(self, dout):
+            return dout.copy()
+
+    x = np.random.default_rng(0).standard_normal((3, 6))
+    row = checks.gradcheck(ReLUNoMask(), x).row("dL/dx")
+    assert not row.ok
+    assert "nonzero at" in row.detail and "where the numerical gradient is 0" in row.detail
+    assert f"{int(np.sum(x < 0))} of 18 coordinates" in row.detail
+
+
+def test_a_diagnosis_that_fails_never_loses_the_row(monkeypatch):
+    from checks import diagnose
+
+    def broken(*args, **kwargs):
+        raise IndexError("a bug in the diagnosis")
+
+    monkeypatch.setattr(diagnose, "pattern", broken)
+    row = checks.gradcheck(*broken_layers.make_dense_grad_averaged()).row("dL/dW")
+    assert not row.ok and "no simple pattern" in row.detail

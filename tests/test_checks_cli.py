@@ -176,13 +176,15 @@ def test_a_file_path_and_its_neighbours(tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.startswith(f"{path}:make (Double): PASS (")
     relative = run("sub/student_layers.py:make", cwd=tmp_path)
-    assert relative.returncode == 0 and "sub/student_layers.py:make (Double): PASS" in relative.stdout
+    assert relative.returncode == 0
+    assert "sub/student_layers.py:make (Double): PASS" in relative.stdout
 
 
 def test_seed_changes_the_sample_not_the_verdict():
-    a = json.loads(run("tests.broken_layers:make_dense_grad_averaged", "--json", "--seed", "3").stdout)
-    b = json.loads(run("tests.broken_layers:make_dense_grad_averaged", "--json", "--seed", "3").stdout)
-    c = json.loads(run("tests.broken_layers:make_dense_grad_averaged", "--json").stdout)
+    target = "tests.broken_layers:make_dense_grad_averaged"
+    a = json.loads(run(target, "--json", "--seed", "3").stdout)
+    b = json.loads(run(target, "--json", "--seed", "3").stdout)
+    c = json.loads(run(target, "--json").stdout)
     rows = lambda data: {r["check"]: r for r in data["layers"][0]["checks"]}
     assert rows(a) == rows(b) and rows(a)["dL/dW"]["detail"] != rows(c)["dL/dW"]["detail"]
     assert all("1/N with N = 3" in rows(d)["dL/dW"]["detail"] for d in (a, c))
