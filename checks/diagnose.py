@@ -180,6 +180,10 @@ def pattern(target, analytic, samples, rtol, *, x_shape, out_shape, layer, param
     nonzero_bad = bad & (np.abs(n) <= tiny)
     if (nonzero_bad == bad).all():
         i = _representative(idx, a, nonzero_bad)
+        if target != "x" and np.all(np.abs(n) <= tiny):
+            return (f"backward gives {target} a gradient, but forward's output does not move "
+                    f"with {target} at all: forward reads another array (a copy made in "
+                    f"__init__? see params are live); e.g. {show(i)}")
         return (f"backward is nonzero at {nbad} of {m} coordinates where the numerical "
                 f"gradient is 0 (forward's output does not move with them there): a mask or "
                 f"a zero branch missing in backward? e.g. {show(i)}")
@@ -224,7 +228,7 @@ def pattern(target, analytic, samples, rtol, *, x_shape, out_shape, layer, param
         factors, fits = {}, True
         for g in groups:
             sel = (keys == g) & sig
-            if sel.sum() == 0:
+            if sel.sum() < 2:          # one coordinate fits any factor: no evidence
                 continue
             rg, mg = _ratio(a[keys == g], n[keys == g])
             if rg is None or mg > TIGHT:
@@ -252,7 +256,7 @@ def pattern(target, analytic, samples, rtol, *, x_shape, out_shape, layer, param
             if np.allclose(values, pg ** 2, rtol=1e-6, atol=0) and np.all(pg != 0):
                 return (f"backward is numerical × {pname}[k]**2 for each {single} k "
                         f"(e.g. {show(typical)})")
-        listed = ", ".join(f"{k}: {v:.3g}" for k, v in list(factors.items())[:6])
+        listed = ", ".join(f"{k}: {v:.4g}" for k, v in list(factors.items())[:6])
         return (f"backward is numerical times a factor that depends only on the {single} "
                 f"({listed}{', ...' if len(factors) > 6 else ''}): a per-{single} factor "
                 f"(a parameter, a scale) missing or extra? e.g. {show(typical)}")

@@ -648,3 +648,22 @@ def test_a_diagnosis_that_fails_never_loses_the_row(monkeypatch):
     monkeypatch.setattr(diagnose, "pattern", broken)
     row = checks.gradcheck(*broken_layers.make_dense_grad_averaged()).row("dL/dW")
     assert not row.ok and "no simple pattern" in row.detail
+
+
+def test_a_gradient_for_a_parameter_forward_ignores_points_at_a_copy():
+    row = checks.gradcheck(*broken_layers.make_dense_params_copied()).row("dL/dW")
+    assert not row.ok and "forward reads another array (a copy" in row.detail
+
+
+def test_one_coordinate_per_index_is_no_evidence_of_a_factor_per_index():
+    """A 1-D gradient off by a small penalty is not "a factor per index"."""
+
+    class DecayInBackward(Dense):
+        def backward(self, dout):
+            dx = super().backward(dout)
+            self.grads["b"] = self.grads["b"] + 1e-3 * self.params["b"] + 1e-3
+            return dx
+
+    row = checks.gradcheck(DecayInBackward(4, 3, rng=0, dtype=np.float64),
+                           np.random.default_rng(0).standard_normal((5, 4))).row("dL/db")
+    assert not row.ok and "depends only on" not in row.detail
