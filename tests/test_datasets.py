@@ -86,7 +86,7 @@ def test_each_dataset_has_its_own_checksums_mirrors_cache_and_class_names():
     assert fashion.class_names == FASHION_CLASSES
     assert data.cache_dir("fashion-mnist").name == "fashion-mnist"
     assert data.cache_dir("fashion-mnist").parent == data.cache_dir("mnist").parent
-    assert load_mnist is not load_dataset and data.SHA256 is mnist.sha256
+    assert data.SHA256 is mnist.sha256 and data.SAMPLE_PATH == mnist.sample
 
 
 def test_an_unknown_dataset_is_refused_with_the_known_names():
