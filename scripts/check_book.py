@@ -220,10 +220,10 @@ class PageMetrics:
         return out
 
 
-def measure_page(browser, html_dir: Path, page: Path, *, timeout_ms: int,
-                 try_click: bool) -> tuple[PageMetrics, bool | None]:
+def measure_page(browser, html_dir: Path, page: Path, *, timeout_ms: int, try_click: bool,
+                 machine_paths: list[str]) -> tuple[PageMetrics, bool | None]:
     """Measure one page; the second value tells whether a folded solution opened on a click
-    (None when no click was tried)."""
+    (None when no click was tried). ``machine_paths``: regular expressions of build paths."""
     metrics = PageMetrics(page=page.relative_to(html_dir).as_posix())
     opened = None
     context = browser.new_context(viewport={"width": 1280, "height": 900})
@@ -232,7 +232,7 @@ def measure_page(browser, html_dir: Path, page: Path, *, timeout_ms: int,
         tab.set_default_timeout(timeout_ms)
         tab.goto(page.resolve().as_uri(), wait_until="load")
         tab.evaluate(WAIT_FOR_MATH_JS)
-        found = tab.evaluate(MEASURE_JS, [RAW_TEX, MACHINE_PATHS])
+        found = tab.evaluate(MEASURE_JS, [RAW_TEX, machine_paths])
         metrics.regions = len(found["regions"])
         metrics.visible = [r["text"] for r in found["regions"] if r["text"]]
         metrics.words = found["words"]
@@ -314,7 +314,7 @@ def main(argv=None) -> int:
         return 2
     # The repository's folder (the one holding _build) is a build-machine path too.
     repo = html_dir.parent.parent if html_dir.parent.name == "_build" else html_dir
-    MACHINE_PATHS.append(re.escape(str(repo).rstrip("/") + "/"))
+    machine_paths = MACHINE_PATHS + [re.escape(str(repo).rstrip("/") + "/")]
 
     results = []
     click_checked = None
@@ -326,7 +326,8 @@ def main(argv=None) -> int:
             for page in pages:
                 metrics, opened = measure_page(browser, html_dir, page,
                                                timeout_ms=int(args.timeout * 1000),
-                                               try_click=click_checked is None)
+                                               try_click=click_checked is None,
+                                               machine_paths=machine_paths)
                 if opened is not None:
                     click_checked = (metrics.page, opened)
                 results.append(metrics)
