@@ -36,9 +36,12 @@ book: $(VENV)/.installed-book
 bench: $(VENV)/.installed-bench
 	$(BIN)/python benchmarks/speed.py
 
-# Open every built page in headless Chromium: equations typeset, figures present, no network.
-pages:
+# Open every built page in headless Chromium: equations typeset, figures present, no network;
+# then measure it as a reader meets it (solutions folded, no build paths, quiet outputs,
+# reading time, phone layout) and fail when a bound is broken.
+pages: $(VENV)/.installed-browser
 	$(BIN)/python scripts/check_pages.py _build/html
+	$(BIN)/python scripts/check_book.py _build/html
 
 # Rebuild the samples shipped in cnn_lessons/sample from the full files.
 sample: $(VENV)/.installed-test
