@@ -214,8 +214,7 @@ def _replica(conn, shm_name, entries, layers, rank, seed, barriers, optimizer):
                     rows, training, buffers = args
                     model.train(training)
                     for layer, saved in zip(model.layers, buffers):
-                        for name, value in saved.items():   # running statistics, in evaluation
-                            layer.buffers[name][...] = value
+                        layer.buffers.update(saved)  # running statistics, in evaluation
                     arrays["y", rank][:rows] = model.forward(arrays["x", rank][:rows])
                 elif command == "backward":
                     model.backward(arrays["d", rank][:args[0]], input_grad=False)
