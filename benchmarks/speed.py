@@ -41,7 +41,7 @@ import time
 import numpy as np
 
 import cnn_lessons
-from cnn_lessons import models
+from cnn_lessons import fast, models
 from cnn_lessons.activations import LeakyReLU, ReLU, Sigmoid, Softmax, Tanh
 from cnn_lessons.conv import Conv2D, Conv2DNaive
 from cnn_lessons.dense import Dense
@@ -227,7 +227,7 @@ class NumpyRunner:
         self.net = (DataParallel(model, batch_size, input_shape, processes,
                                  optimizer=self.optimizer) if processes > 1 else model)
         shared = self.net is not model and self.net.optimizer is not None
-        self.step = self.net.step if shared else self.optimizer.step   # each process its share
+        self.step = self.net.step if shared else fast.twin(self.optimizer).step
 
     def train_step(self, xb, yb):
         self.forward_backward(xb, yb)
@@ -512,6 +512,7 @@ def profile_step(model, optimizer, x, y, batches):
     """Median milliseconds per batch of each layer's forward and backward, the loss and the
     optimizer step, over ``batches`` (training mode, the optimizer stepping as in training).
     Medians, not means: a burst of another job's work lands in a few batches only."""
+    stepper = fast.twin(optimizer)       # as training steps
     n = len(model.layers)
     fwd, bwd = np.zeros((len(batches), n)), np.zeros((len(batches), n))
     loss_time, opt_time = np.zeros(len(batches)), np.zeros(len(batches))
@@ -536,7 +537,7 @@ def profile_step(model, optimizer, x, y, batches):
                 d = model.layers[i].backward(d)
             bwd[b, i] = clock() - t
         t = clock()
-        optimizer.step()
+        stepper.step()
         opt_time[b] = clock() - t
     fwd, bwd = np.median(fwd, axis=0) * 1e3, np.median(bwd, axis=0) * 1e3
     rows = [{"layer": f"{i}: {layer!r}", "forward_ms": fwd[i], "backward_ms": bwd[i]}
@@ -583,8 +584,8 @@ def naive_vs_vectorized(model, input_shape, n_images, seed):
     layer, shape = convs[1] if len(convs) > 1 else convs[0]
     cfg = layer.config()
     dtype = layer.params["W"].dtype
-    naive, fast = Conv2DNaive(**cfg, dtype=dtype), Conv2D(**cfg, dtype=dtype)
-    for target in (naive, fast):
+    naive, vectorized = Conv2DNaive(**cfg, dtype=dtype), type(layer)(**cfg, dtype=dtype)
+    for target in (naive, vectorized):
         for key, value in layer.params.items():
             target.params[key][...] = value
     rng = np.random.default_rng(seed)
@@ -598,12 +599,12 @@ def naive_vs_vectorized(model, input_shape, n_images, seed):
     start = time.perf_counter()
     out_n, dx_n, g_n = run(naive)
     t_naive = time.perf_counter() - start
-    run(fast)                                            # warm-up: buffers, caches
+    run(vectorized)                                      # warm-up: buffers, caches
     times = []
     budget = time.perf_counter() + min(2.0, max(0.2, t_naive))
     while len(times) < 5 or (time.perf_counter() < budget and len(times) < 1000):
         start = time.perf_counter()
-        out_f, dx_f, g_f = run(fast)
+        out_f, dx_f, g_f = run(vectorized)
         times.append(time.perf_counter() - start)
     t_fast = min(times)                  # as timeit does: the run least disturbed
     diff = max(float(np.max(np.abs(a - b))) for a, b in

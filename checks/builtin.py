@@ -64,3 +64,25 @@ CASES = {
     "BatchNorm(3) on (N, C, H, W), eval":
         lambda: (eval_mode(perturbed(BatchNorm(3))), normal(4, 3, 4, 4)),
 }
+
+# The fast twins of cnn_lessons.fast, on the configurations above that they handle differently.
+from cnn_lessons import fast  # noqa: E402
+
+CASES.update({
+    "FastConv2D(3, 4, 3)": lambda: (fast.FastConv2D(3, 4, 3, rng=0), normal(2, 3, 6, 6)),
+    "FastConv2D(2, 3, 3, stride=2, padding=1)":
+        lambda: (fast.FastConv2D(2, 3, 3, stride=2, padding=1, rng=0), normal(2, 2, 7, 7)),
+    "FastConv2D(2, 3, (2, 3), padding=(1, 0))":
+        lambda: (fast.FastConv2D(2, 3, (2, 3), padding=(1, 0), rng=0), normal(2, 2, 5, 6)),
+    "FastConv2D(2, 3, 3, padding=1, bias=False)":
+        lambda: (fast.FastConv2D(2, 3, 3, padding=1, bias=False, rng=0), normal(2, 2, 5, 5)),
+    "FastMaxPool2D(2)": lambda: (fast.FastMaxPool2D(2), normal(2, 3, 6, 6)),
+    "FastMaxPool2D(2), eval": lambda: (eval_mode(fast.FastMaxPool2D(2)), normal(2, 3, 6, 6)),
+    "FastMaxPool2D(3, stride=2)": lambda: (fast.FastMaxPool2D(3, stride=2), normal(2, 2, 7, 7)),
+    "FastFlatten()": lambda: (fast.FastFlatten(), normal(2, 3, 4, 4)),
+    "FastBatchNorm(5) on (N, D)": lambda: (perturbed(fast.FastBatchNorm(5)), normal(8, 5)),
+    "FastBatchNorm(3) on (N, C, H, W)":
+        lambda: (perturbed(fast.FastBatchNorm(3)), normal(4, 3, 4, 4)),
+    "FastBatchNorm(3) on (N, C, H, W), eval":
+        lambda: (eval_mode(perturbed(fast.FastBatchNorm(3))), normal(4, 3, 4, 4)),
+})

@@ -7,6 +7,8 @@ each of them right with finite differences and an overfit test.
 from .activations import LeakyReLU, ReLU, Sigmoid, Softmax, Tanh
 from .conv import Conv2D, Conv2DNaive
 from .dense import Dense
+from .fast import (FastAdam, FastBatchNorm, FastConv2D, FastFlatten, FastMaxPool2D,
+                   FastSGD)
 from .flatten import Flatten
 from .layer import Layer
 from .losses import BCEWithLogits, MSELoss, SoftmaxCrossEntropy
@@ -21,4 +23,5 @@ __all__ = [
     "Layer", "Dense", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "Softmax", "Conv2D", "Conv2DNaive",
     "MaxPool2D", "MaxPool2DNaive", "AvgPool2D", "Flatten", "Dropout", "BatchNorm",
     "SoftmaxCrossEntropy", "BCEWithLogits", "MSELoss", "SGD", "Adam", "Sequential",
+    "FastConv2D", "FastMaxPool2D", "FastBatchNorm", "FastFlatten", "FastSGD", "FastAdam",
 ]

@@ -36,14 +36,10 @@ class Dense(Layer):
         self._cache = x
         return x @ self.params["W"] + self.params["b"]
 
-    def backward(self, dout, input_grad: bool = True):
-        """``dout (N, out_features) -> dx (N, in_features)``; fills ``grads['W']``, ``grads['b']``.
-
-        ``input_grad=False`` skips ``dx`` and returns None (for the first layer of a model)."""
+    def backward(self, dout):
+        """``dout (N, out_features) -> dx (N, in_features)``; fills ``grads['W']``, ``grads['b']``."""
         x = self._saved()
         dout = self._check_dout(dout, (len(x), self.out_features))
         self.grads["W"] = x.T @ dout
         self.grads["b"] = dout.sum(axis=0)
-        if not input_grad:
-            return None
         return dout @ self.params["W"].T

@@ -3,10 +3,7 @@
 ``forward`` runs the layers in order; ``backward`` runs their ``backward`` in reverse, each
 receiving the gradient the next one returned -- the chain rule, one layer at a time.
 
-Models are saved as ``.npz`` files that load without pickle: the arrays (``"3.W"`` is
-``params["W"]`` of layer 3) plus a JSON description of the layers under ``"__model__"``.
-Writing goes to a temporary file first and is renamed into place, so an interrupted save never
-leaves a half-written model behind.
+Saving and loading live in :mod:`cnn_lessons.saving`; the methods here call it.
 """
 
 from __future__ import annotations
@@ -14,26 +11,11 @@ from __future__ import annotations
 import contextlib
 import functools
 import inspect
-import json
-import os
 
 import numpy as np
 
-from .files import atomic_write
-
-FORMAT = "cnn_lessons.Sequential/1"
-
-
-def layer_types() -> dict[str, type]:
-    """The layer classes a saved model may name, by class name."""
-    from . import activations, conv, dense, flatten, pooling, regularization
-    classes = {}
-    for module in (dense, activations, conv, pooling, flatten, regularization):
-        for name in dir(module):
-            obj = getattr(module, name)
-            if isinstance(obj, type) and hasattr(obj, "forward") and obj.__module__ == module.__name__:
-                classes[name] = obj
-    return classes
+from . import saving
+from .saving import FORMAT, ModelFileError, layer_types, read_metadata  # noqa: F401 (its interface)
 
 
 @contextlib.contextmanager
@@ -61,12 +43,8 @@ def eval_mode(model):
             model.train(was_training)
 
 
-class ModelFileError(ValueError):
-    """A model file that is missing, corrupted or does not match the model."""
-
-
 def takes_input_grad(layer) -> bool:
-    """Whether ``layer.backward`` accepts ``input_grad`` (Conv2D and Dense do)."""
+    """Whether ``layer.backward`` accepts ``input_grad`` (``fast.FastConv2D``'s does)."""
     backward = layer.backward
     return _has_input_grad(getattr(backward, "__func__", backward))
 
@@ -108,11 +86,8 @@ class Sequential:
 
     def backward(self, dout, input_grad: bool = True):
         """Backpropagate ``dout`` (the loss gradient of the output); returns dL/dx of the input.
-
-        ``input_grad=False``: nothing needs the gradient of the input images (training only
-        needs the parameters' gradients), so a first layer whose ``backward`` takes an
-        ``input_grad`` argument (Conv2D, Dense) skips it, and None may be returned.
-        """
+        ``input_grad=False`` lets a first layer whose ``backward`` takes ``input_grad`` skip
+        the images' gradient, which training never needs (None may then be returned)."""
         if not self.layers:
             return dout
         for layer in reversed(self.layers[1:]):
@@ -171,105 +146,10 @@ class Sequential:
         lines.insert(len(lines) - 1, "-" * len(lines[0]))
         return "\n".join(lines)
 
-    # -- saving and loading ---------------------------------------------------------------
-    def spec(self) -> list[dict]:
-        """The layers as JSON-friendly dicts: ``{"type": "Conv2D", "config": {...}}``."""
-        return [{"type": type(layer).__name__, "config": layer.config()} for layer in self.layers]
-
-    def state(self) -> dict[str, np.ndarray]:
-        """Every array that defines the trained model: params and buffers, by ``"i.name"``."""
-        out = {}
-        for i, layer in enumerate(self.layers):
-            for name, arr in {**layer.params, **getattr(layer, "buffers", {})}.items():
-                out[f"{i}.{name}"] = arr
-        return out
-
-    def save(self, path, **metadata) -> None:
-        """Write the model to ``path`` (``.npz``), atomically. ``metadata`` (JSON-friendly,
-        e.g. ``test_accuracy=0.993``) is stored alongside and returned by :func:`read_metadata`."""
-        path = os.fspath(path)
-        header = json.dumps({"format": FORMAT, "layers": self.spec(), "metadata": metadata})
-        with atomic_write(path) as f:
-            np.savez(f, __model__=np.array(header), **self.state())
-
-    def load_state(self, path) -> "Sequential":
-        """Load the arrays of a saved model into this one, refusing a file whose layers (types
-        and settings) or shapes do not match. Nothing is changed unless everything matches."""
-        header, arrays = _read(path)
-        saved = [(entry["type"], entry.get("config", {})) for entry in header["layers"]]
-        mine = [(layer["type"], layer["config"]) for layer in self.spec()]
-        if [t for t, _ in saved] != [t for t, _ in mine]:
-            raise ModelFileError(f"{path}: the file holds layers {[t for t, _ in saved]}, "
-                                 f"this model has {[t for t, _ in mine]}")
-        for i, (a, b) in enumerate(zip(saved, mine)):
-            if a[1] != b[1]:
-                raise ModelFileError(f"{path}: layer {i} ({a[0]}) was saved with settings {a[1]}, "
-                                     f"this model's has {b[1]}")
-        state = self.state()
-        if set(arrays) != set(state):
-            raise ModelFileError(f"{path}: the file holds arrays {sorted(arrays)}, "
-                                 f"this model has {sorted(state)}")
-        for key, target in state.items():
-            if arrays[key].shape != target.shape:
-                raise ModelFileError(f"{path}: array {key!r} has shape {arrays[key].shape} in the "
-                                     f"file, {target.shape} in the model")
-        for key, target in state.items():
-            target[...] = arrays[key]          # in place: optimizers keep pointing at them
-        return self
+    # -- saving and loading: the functions of cnn_lessons.saving, as methods ------------
+    spec, state, save, load_state = saving.spec, saving.state, saving.save, saving.load_state
 
     @classmethod
-    def load(cls, path) -> "Sequential":
-        """Rebuild a saved model (its layers from the file's description, then its arrays,
-        in the dtype they were saved in)."""
-        header, arrays = _read(path)
-        types = layer_types()
-        layers = []
-        for i, entry in enumerate(header["layers"]):
-            if entry["type"] not in types:
-                raise ModelFileError(f"{path}: layer {i} has unknown type {entry['type']!r}")
-            try:
-                layer = types[entry["type"]](**entry.get("config", {}))
-            except (TypeError, ValueError) as err:
-                raise ModelFileError(f"{path}: cannot rebuild layer {i} ({entry['type']}): {err}") from None
-            for store in (layer.params, getattr(layer, "buffers", {})):
-                for name, arr in store.items():
-                    saved = arrays.get(f"{i}.{name}")
-                    if saved is not None and np.issubdtype(saved.dtype, np.floating):
-                        store[name] = arr.astype(saved.dtype)
-            layers.append(layer)
-        model = cls(layers)
-        model.load_state(path)
-        return model
-
-
-def read_metadata(path) -> dict:
-    """The ``metadata`` a model was saved with."""
-    header, _ = _read(path)
-    return header.get("metadata", {})
-
-
-def _read(path):
-    """``(header, arrays)`` from a model file, or a :class:`ModelFileError` naming the file."""
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        raise ModelFileError(f"{path}: no such model file")
-    try:
-        data = np.load(path, allow_pickle=False)
-        if not isinstance(data, np.lib.npyio.NpzFile):
-            raise ValueError("it holds a single array, not a model archive")
-        with data:
-            arrays = {k: data[k] for k in data.files}
-    except Exception as err:  # zipfile, zlib and numpy each raise their own kinds
-        raise ModelFileError(f"{path}: not a readable .npz model file ({err})") from None
-    try:
-        header = json.loads(str(arrays.pop("__model__")))
-        if not isinstance(header, dict) or header.get("format") != FORMAT:
-            raise ValueError(f"unknown format {header.get('format') if isinstance(header, dict) else header!r}")
-        layers = header.get("layers")
-        if not isinstance(layers, list) or not all(
-                isinstance(e, dict) and isinstance(e.get("type"), str)
-                and isinstance(e.get("config", {}), dict) for e in layers):
-            raise ValueError("its 'layers' entry is not a list of {type, config} objects")
-    except (KeyError, ValueError) as err:
-        raise ModelFileError(f"{path}: not a cnn_lessons model file ({err})") from None
-    return header, arrays
+    def load(cls, path, fast: bool = False) -> "Sequential":
+        """Rebuild a saved model (:func:`cnn_lessons.saving.load`)."""
+        return saving.load(path, fast=fast, cls=cls)

@@ -27,6 +27,7 @@ import numpy as np
 from .activations import ReLU
 from .conv import Conv2D
 from .dense import Dense
+from .fast import FastBatchNorm, FastConv2D, FastFlatten, FastMaxPool2D
 from .flatten import Flatten
 from .layer import as_rng
 from .model import Sequential
@@ -44,15 +45,19 @@ def mlp(hidden: int = 256, seed=0, dtype=np.float32) -> Sequential:
     ])
 
 
-def cnn(seed=0, dtype=np.float32) -> Sequential:
-    """The book's CNN; see the module docstring for the shapes."""
+def cnn(seed=0, dtype=np.float32, fast: bool = True) -> Sequential:
+    """The book's CNN; see the module docstring for the shapes.  ``fast=True`` builds the
+    convolutions, poolings, batch norms and Flatten from :mod:`cnn_lessons.fast` (the same
+    numbers, trained faster); ``fast=False`` from the chapters' layers."""
     rng = as_rng(seed)
+    conv_, pool, norm, flat = ((FastConv2D, FastMaxPool2D, FastBatchNorm, FastFlatten) if fast
+                               else (Conv2D, MaxPool2D, BatchNorm, Flatten))
     return Sequential([
-        Conv2D(1, 32, 3, padding=1, bias=False, rng=rng, dtype=dtype),
-        MaxPool2D(2), BatchNorm(32, dtype=dtype), ReLU(),
-        Conv2D(32, 64, 3, padding=1, bias=False, rng=rng, dtype=dtype),
-        MaxPool2D(2), BatchNorm(64, dtype=dtype), ReLU(),
-        Flatten(),
+        conv_(1, 32, 3, padding=1, bias=False, rng=rng, dtype=dtype),
+        pool(2), norm(32, dtype=dtype), ReLU(),
+        conv_(32, 64, 3, padding=1, bias=False, rng=rng, dtype=dtype),
+        pool(2), norm(64, dtype=dtype), ReLU(),
+        flat(),
         Dense(64 * 7 * 7, 128, rng=rng, dtype=dtype), ReLU(),
         Dense(128, 10, init="glorot", rng=rng, dtype=dtype),
     ])

@@ -13,6 +13,9 @@ Adam, ``betas = (b1, b2)``, step ``t = 1, 2, ...``::
     p -= lr * (m / (1 - b1**t)) / (sqrt(v / (1 - b2**t)) + eps)
 
 Both take the layers to update: a list of layers, a single layer, or a model with ``.layers``.
+Chapter 5 writes the two updates as functions; here they are the ``_update`` methods.  The
+twins :class:`cnn_lessons.fast.FastSGD` and :class:`cnn_lessons.fast.FastAdam` update the
+same numbers faster.
 """
 
 from __future__ import annotations
@@ -27,15 +30,6 @@ def _parameters(layers):
     elif hasattr(layers, "params"):
         layers = [layers]
     return [(layer, name) for layer in layers for name in layer.params]
-
-
-def stretch(n: int, k: int, parts: int) -> slice:
-    """The ``k``-th of ``parts`` nearly equal stretches of ``range(n)``."""
-    return slice(n * k // parts, n * (k + 1) // parts)
-
-
-BLOCK = 1 << 16
-"""Values per block when a large parameter is updated (see :meth:`Optimizer.step`)."""
 
 
 class Optimizer:
@@ -73,34 +67,16 @@ class Optimizer:
         """Constructor arguments that rebuild this optimizer on other layers."""
         return {"lr": self.lr, "weight_decay": self.weight_decay}
 
-    def step(self, part=None):
-        """Apply one update to every parameter.
-
-        ``part=(k, K)``: update only the ``k``-th of ``K`` stretches of every parameter
-        (flattened; parameters must be contiguous). The update is elementwise, so the
-        stretches can be done by different processes (:class:`cnn_lessons.parallel.DataParallel`).
-        """
+    def step(self):
+        """Apply one update to every parameter, in place."""
         self.t += 1
         for i, (layer, name) in enumerate(self.slots):
             p = layer.params[name]
-            g = self._gradient(layer, name, p)
-            state = self.state_of(i, p)
-            if part is None and (p.size <= BLOCK or not p.flags.c_contiguous):
-                self._update(p, g, state)
-                continue
-            # A large parameter (or a stretch of one) is updated block by block: the update
-            # makes about ten passes over its arrays, and a block's arrays stay in the
-            # processor's cache from one pass to the next, where a whole 400,000-value matrix
-            # would not.  The update is elementwise, so the numbers are the same.
-            rows = slice(0, p.size) if part is None else stretch(p.size, *part)
-            flat_p, flat_g = p.reshape(-1), g.reshape(-1)
-            flat_state = {key: a.reshape(-1) for key, a in state.items()}
-            for start in range(rows.start, rows.stop, BLOCK):
-                block = slice(start, min(start + BLOCK, rows.stop))
-                self._update(flat_p[block], flat_g[block],
-                             {key: a[block] for key, a in flat_state.items()})
+            self._update(p, self._gradient(layer, name, p), self.state_of(i, p))
 
     def _update(self, p, g, state):  # pragma: no cover - abstract
+        """Update ``p`` in place from its gradient ``g`` and its ``state`` arrays (all ``p``'s
+        shape)."""
         raise NotImplementedError
 
 
@@ -119,13 +95,12 @@ class SGD(Optimizer):
         return {**super().config(), "momentum": self.momentum, "nesterov": self.nesterov}
 
     def _update(self, p, g, state):
-        lr = p.dtype.type(self.lr)  # a float64 scalar in a float32 update is much slower
-        if self.momentum:
-            mu = p.dtype.type(self.momentum)
+        lr, momentum = float(self.lr), self.momentum   # Python floats keep float32 float32
+        if momentum:
             v = state["v"]
-            v *= mu
+            v *= momentum
             v += g
-            g = g + mu * v if self.nesterov else v
+            g = g + momentum * v if self.nesterov else v
         p -= lr * g
 
 
@@ -146,27 +121,11 @@ class Adam(Optimizer):
         return {**super().config(), "betas": list(self.betas), "eps": self.eps}
 
     def _update(self, p, g, state):
-        m, v, tmp = state["m"], state["v"], np.empty_like(p)
-        f = p.dtype.type
-        b1, b2 = self.betas
-        m *= f(b1)
-        m += f(1 - b1) * g
-        v *= f(b2)
-        np.multiply(g, g, out=tmp)
-        tmp *= f(1 - b2)
-        v += tmp
-        # Units that never fire make m decay towards subnormal floats, which are many times
-        # slower to compute with; zero them instead (they are below float32's normal range).
-        # m shrinks by b1 per step, so looking every 16 steps is often enough.
-        if self.t % 16 == 1:
-            np.abs(m, out=tmp)
-            m[tmp < f(1e-30)] = 0
-        # p -= lr_t * m / (sqrt(v) * c + eps)  with  lr_t = lr / (1 - b1**t),
-        # c = 1 / sqrt(1 - b2**t); written as  (lr_t / c) * m / (sqrt(v) + eps / c)
-        step = self.lr / (1 - b1 ** self.t)
-        c = 1.0 / np.sqrt(1 - b2 ** self.t)
-        np.sqrt(v, out=tmp)
-        tmp += f(self.eps / c)
-        np.divide(m, tmp, out=tmp)
-        tmp *= f(step / c)
-        p -= tmp
+        (b1, b2), t, m, v = self.betas, self.t, state["m"], state["v"]
+        m *= b1
+        m += (1 - b1) * g
+        v *= b2
+        v += (1 - b2) * g * g
+        m_hat = m / (1 - b1 ** t)
+        v_hat = v / (1 - b2 ** t)
+        p -= float(self.lr) * m_hat / (np.sqrt(v_hat) + self.eps)

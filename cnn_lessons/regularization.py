@@ -20,7 +20,8 @@ is the identity.  ``out = x * mask``, ``dx = dout * mask`` with
 The two ``mean`` terms come from ``mu`` and ``var`` depending on every ``x``; dropping them is
 the classic batch-norm bug.  In evaluation the running averages replace the batch statistics:
 ``running = (1 - momentum) * running + momentum * batch`` (PyTorch's convention; the running
-variance uses the unbiased batch variance, as PyTorch does).
+variance uses the unbiased batch variance, as PyTorch does).  A faster twin for training is
+:class:`cnn_lessons.fast.FastBatchNorm`.
 """
 
 from __future__ import annotations
@@ -60,8 +61,47 @@ class Dropout(Layer):
         return dout * mask
 
 
+def to_rows(x):
+    """``(N, D)`` -> itself; ``(N, C, H, W) -> (N*H*W, C)``: one column per channel (a view when
+    ``x`` is channels-last in memory, as the convolutions' outputs are)."""
+    return x if x.ndim == 2 else x.transpose(0, 2, 3, 1).reshape(-1, x.shape[1])
+
+
+def from_rows(x2, shape):
+    """Inverse of :func:`to_rows` for an input of ``shape``: ``(M, C) -> shape``."""
+    if len(shape) == 2:
+        return x2
+    n, c, h, w = shape
+    return x2.reshape(n, h, w, c).transpose(0, 3, 1, 2)
+
+
+def batchnorm_forward(x, gamma, beta, eps=1e-5):
+    """Training-mode batch norm of the columns of ``x (M, C)``; ``gamma``, ``beta (C,)`` ->
+    ``(out (M, C), cache)`` with ``cache``: ``"xhat" (M, C)``, ``"inv_std" (C,)``, ``"mu" (C,)``,
+    ``"var" (C,)`` (divided by M)."""
+    mu = x.mean(axis=0)                        # (C,)
+    xc = x - mu                                # (M, C)
+    var = (xc * xc).mean(axis=0)               # (C,), biased
+    inv_std = 1 / np.sqrt(var + eps)           # (C,)
+    xhat = xc * inv_std                        # (M, C)
+    out = gamma * xhat + beta
+    return out, {"xhat": xhat, "inv_std": inv_std, "mu": mu, "var": var}
+
+
+def batchnorm_backward(dout, gamma, cache):
+    """Backward of :func:`batchnorm_forward`: ``dout (M, C) -> (dx (M, C), dgamma (C,),
+    dbeta (C,))``."""
+    xhat, inv_std = cache["xhat"], cache["inv_std"]
+    dbeta = dout.sum(axis=0)                   # (C,)
+    dgamma = (dout * xhat).sum(axis=0)         # (C,)
+    dxhat = dout * gamma                       # (M, C)
+    dx = (dxhat - dxhat.mean(axis=0) - xhat * (dxhat * xhat).mean(axis=0)) * inv_std
+    return dx, dgamma, dbeta
+
+
 class BatchNorm(Layer):
-    """``BatchNorm(num_features, eps=1e-5, momentum=0.1)`` for ``(N, D)`` or ``(N, C, H, W)``.
+    """``BatchNorm(num_features, eps=1e-5, momentum=0.1)`` for ``(N, D)`` or ``(N, C, H, W)``:
+    the output has the input's shape.
 
     ``params``: ``gamma (num_features,)``, ``beta (num_features,)``;
     ``buffers``: ``running_mean``, ``running_var`` (saved with the model, not learned).
@@ -75,7 +115,6 @@ class BatchNorm(Layer):
         self.params["beta"] = np.zeros(num_features, dtype=dtype)
         self.buffers["running_mean"] = np.zeros(num_features, dtype=dtype)
         self.buffers["running_var"] = np.ones(num_features, dtype=dtype)
-        self.sync = None    # set by parallel.DataParallel: replicas share the batch statistics
 
     def config(self):
         cfg = {"num_features": self.num_features}
@@ -85,81 +124,42 @@ class BatchNorm(Layer):
             cfg["momentum"] = self.momentum
         return cfg
 
-    @staticmethod
-    def _rows(a):
-        """``(N, C, H, W) -> (N*H*W, C)``: per-channel statistics are per-column statistics of
-        this matrix. Free (a view) when ``a`` is channels-last in memory, as conv outputs are."""
-        return a if a.ndim == 2 else a.transpose(0, 2, 3, 1).reshape(-1, a.shape[1])
-
-    @staticmethod
-    def _unrows(a2, shape):
-        """Inverse of :meth:`_rows` for an input of ``shape``."""
-        if len(shape) == 2:
-            return a2
-        n, c, h, w = shape
-        return a2.reshape(n, h, w, c).transpose(0, 3, 1, 2)
+    def _check(self, x):
+        """``x (N, C)`` or ``(N, C, H, W)`` with ``C = num_features``, else a clear error."""
+        return self._check_input(x, (2, 4), f"(N, {self.num_features}) or "
+                                 f"(N, {self.num_features}, H, W)", {1: self.num_features})
 
     def forward(self, x):
         """``x (N, D)`` or ``(N, C, H, W)`` -> the same shape."""
-        x = self._check_input(x, (2, 4), f"(N, {self.num_features}) or (N, {self.num_features}, H, W)",
-                              {1: self.num_features})
-        x2 = self._rows(x)                                         # (M, C)
+        x = self._check(x)
+        x2 = to_rows(x)                                            # (M, C)
         gamma, beta = self.params["gamma"], self.params["beta"]
         if self.training:
-            # the column sums and the number of rows (the last entry, exact in float64), of the
-            # whole batch
-            sums = self._total(np.append(np.einsum("ij->j", x2), np.float64(len(x2))))
-            m = int(sums[-1])
-            if m < 2:
+            if len(x2) < 2:                      # one value: no variance to estimate
                 raise ValueError(f"{self!r}: training needs more than one value per feature to "
                                  f"estimate a variance, got input shape {x.shape}")
-            mu = sums[:-1].astype(x2.dtype) / x2.dtype.type(m)                     # (C,)
-            xc = x2 - mu                                                          # (M, C)
-            var = self._total(np.einsum("ij,ij->j", xc, xc)) / x2.dtype.type(m)   # (C,), biased
-            inv_std = 1 / np.sqrt(var + x2.dtype.type(self.eps))
-            mom = self.momentum
-            rm, rv = self.buffers["running_mean"], self.buffers["running_var"]
-            rm *= 1 - mom
-            rm += mom * mu.astype(rm.dtype)
-            rv *= 1 - mom
-            rv += mom * (var * (m / (m - 1))).astype(rv.dtype)     # unbiased, as PyTorch
+            out2, cache = batchnorm_forward(x2, gamma, beta, self.eps)
+            m, mom = len(x2), self.momentum
+            for name, batch in (("running_mean", cache["mu"]),
+                                ("running_var", cache["var"] * (m / (m - 1)))):  # unbiased
+                running = self.buffers[name]
+                running *= 1 - mom
+                running += (mom * batch).astype(running.dtype)
         else:
             inv_std = (1 / np.sqrt(self.buffers["running_var"] + self.eps)).astype(x.dtype)
-            xc = x2 - self.buffers["running_mean"].astype(x.dtype)
-            m = None
-        # out = gamma * xhat + beta with xhat = xc * inv_std, computed as xc * (gamma * inv_std)
-        # + beta: one pass fewer over the (M, C) array; backward works from xc too
-        self._cache = (xc, inv_std, m, x.shape)
-        out = xc * (gamma * inv_std)
-        out += beta
-        return self._unrows(out, x.shape)
-
-    def _total(self, value):
-        """A sum over the rows of the whole batch.  Alone, ``value`` is that sum already; as a
-        replica of :class:`~cnn_lessons.parallel.DataParallel` it is this part's share, and
-        the replicas' shares are added up."""
-        return value if self.sync is None else self.sync.total(value)
+            xhat = (x2 - self.buffers["running_mean"].astype(x.dtype)) * inv_std
+            out2, cache = gamma * xhat + beta, {"xhat": xhat, "inv_std": inv_std}
+        self._cache = (cache, x.shape, self.training)
+        return from_rows(out2, x.shape)
 
     def backward(self, dout):
-        """``dout -> dx`` (same shape); fills ``grads['gamma']`` and ``grads['beta']``."""
-        xc, inv_std, m, shape = self._saved()   # m: rows of the batch, None in evaluation
-        dout = self._check_dout(dout, shape)
-        d2 = self._rows(dout)                                      # (M, C)
-        gamma = self.params["gamma"]
-        scale = gamma * inv_std                                    # (C,): dxhat * inv_std
-        self.grads["gamma"] = np.einsum("ij,ij->j", d2, xc) * inv_std   # sum(dout * xhat)
-        self.grads["beta"] = np.einsum("ij->j", d2)                 # column sums
-        if m is None:                       # evaluation: the statistics are constants
-            return self._unrows(d2 * scale, shape)
-        m = d2.dtype.type(m)
-        dgamma, dbeta = self._total(np.stack([self.grads["gamma"], self.grads["beta"]]))
-        # dx = (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)) * inv_std, where dxhat = dout
-        # * gamma, mean(dxhat) = gamma * dbeta / m, mean(dxhat * xhat) = gamma * dgamma / m and
-        # xhat = xc * inv_std; as dout * scale + (xc * a + c) with per-channel a and c
-        a = -scale * inv_std * dgamma / m
-        c = -scale * dbeta / m
-        shift = xc * a
-        shift += c
-        dx = d2 * scale
-        dx += shift
-        return self._unrows(dx, shape)
+        """``dout`` (the input's shape) -> ``dx``; fills ``grads['gamma']``, ``grads['beta']``."""
+        cache, shape, batch_stats = self._saved()
+        d2, gamma = to_rows(self._check_dout(dout, shape)), self.params["gamma"]
+        if batch_stats:
+            dx2, dgamma, dbeta = batchnorm_backward(d2, gamma, cache)
+        else:                                    # evaluation: the statistics are constants
+            dx2 = d2 * (gamma * cache["inv_std"])
+            dgamma, dbeta = (d2 * cache["xhat"]).sum(axis=0), d2.sum(axis=0)
+        self.grads["gamma"], self.grads["beta"] = dgamma, dbeta
+        return from_rows(dx2, shape)

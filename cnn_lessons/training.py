@@ -21,7 +21,7 @@ import time
 
 import numpy as np
 
-from . import parallel
+from . import fast, parallel
 from .evaluation import evaluate
 from .layer import as_rng
 from .losses import SoftmaxCrossEntropy
@@ -116,9 +116,10 @@ def train(model, x_train, y_train, *, epochs: int = 1, batch_size: int = 64, opt
                                        np.shape(x_train)[1:], cores,
                                        dtype=np.asarray(x_train[:1]).dtype, optimizer=optimizer)
     net = model if runner is None else runner
-    # with a shareable optimizer, each process updates its share of the parameters
+    # with a shareable optimizer, each process updates its share of the parameters; in one
+    # process, the optimizer's fast twin (the same numbers, block by block) steps
     apply_step = runner.step if runner is not None and runner.optimizer is not None \
-        else optimizer.step
+        else fast.twin(optimizer).step
     step = 0
 
     def one_epoch(epoch, order, bar):

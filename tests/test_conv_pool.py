@@ -1,20 +1,34 @@
 """Conv2D and pooling: the vectorized layers against the loop versions, the convolution against
 a direct sum written here, max-pool ties, gradients against central differences, dtypes and
-the errors on bad input."""
+the errors on bad input.
+
+Every test that takes ``kind`` runs twice: on the layers the chapters build (``taught``) and on
+their twins in :mod:`cnn_lessons.fast` (``fast``), which must pass the same tests."""
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cnn_lessons import AvgPool2D, Conv2D, Conv2DNaive, MaxPool2D, MaxPool2DNaive
-from cnn_lessons.conv import (_input_grad_by_offsets, conv2d_backward_naive, conv2d_forward_naive,
-                              output_size)
+from types import SimpleNamespace
+
+from cnn_lessons import AvgPool2D, Conv2D, Conv2DNaive, MaxPool2D, MaxPool2DNaive, fast
+from cnn_lessons.conv import conv2d_backward_naive, conv2d_forward_naive, output_size
+from cnn_lessons.fast import FastConv2D, FastMaxPool2D, input_grad_by_offsets
 from cnn_lessons.pooling import (avgpool_backward_naive, avgpool_forward_naive,
                                  maxpool_backward_naive, maxpool_forward_naive)
 
 F64 = np.float64
 TIGHT = dict(rtol=1e-11, atol=1e-12)
+
+KINDS = {"taught": SimpleNamespace(Conv2D=Conv2D, MaxPool2D=MaxPool2D),
+         "fast": SimpleNamespace(Conv2D=FastConv2D, MaxPool2D=FastMaxPool2D)}
+
+
+@pytest.fixture(params=list(KINDS), scope="module")
+def kind(request):
+    """The layers under test: the taught ones, then the fast ones."""
+    return KINDS[request.param]
 
 
 # -- strategies ---------------------------------------------------------------------------------
@@ -43,7 +57,7 @@ def pool_cases(draw):
                 ties=draw(st.booleans()))
 
 
-def make_conv(case, cls=Conv2D):
+def make_conv(case, cls):
     rng = np.random.default_rng(case["seed"])
     layer = cls(case["c"], case["f"], case["kernel"], case["stride"], case["padding"],
                 rng=rng, dtype=F64)
@@ -79,8 +93,8 @@ def conv_direct_sum(x, W, b, stride, padding):
 
 @settings(max_examples=100, deadline=None)
 @given(case=conv_cases())
-def test_conv_forward_and_backward_match_the_loops(case):
-    layer, x, rng = make_conv(case)
+def test_conv_forward_and_backward_match_the_loops(kind, case):
+    layer, x, rng = make_conv(case, kind.Conv2D)
     W, b = layer.params["W"], layer.params["b"]
     out = layer.forward(x)
     ho = output_size(case["h"], case["kernel"][0], case["stride"][0], case["padding"][0])
@@ -101,8 +115,8 @@ def test_conv_forward_and_backward_match_the_loops(case):
 
 @settings(max_examples=30, deadline=None)
 @given(case=conv_cases())
-def test_conv_layer_and_naive_layer_agree(case):
-    fast, x, rng = make_conv(case)
+def test_conv_layer_and_naive_layer_agree(kind, case):
+    fast, x, rng = make_conv(case, kind.Conv2D)
     slow, _, _ = make_conv(case, Conv2DNaive)
     np.testing.assert_array_equal(fast.params["W"], slow.params["W"])
     np.testing.assert_allclose(fast.forward(x), slow.forward(x), **TIGHT)
@@ -120,15 +134,15 @@ def test_conv_input_gradient_both_ways_match_the_loops(kernel, padding, sh):
     (``_input_grad_by_rows``); otherwise one offset at a time.  Both against the loops, with
     paddings narrower than, as wide as and wider than the kernel."""
     rng = np.random.default_rng(7)
-    layer = Conv2D(2, 3, kernel, stride=(sh, 1), padding=padding, rng=rng, dtype=F64)
+    layer = FastConv2D(2, 3, kernel, stride=(sh, 1), padding=padding, rng=rng, dtype=F64)
     x = rng.standard_normal((2, 2, 6, 5))
     out = layer.forward(x)
     dout = rng.standard_normal(out.shape)
     dx_ref = conv2d_backward_naive(dout, x, layer.params["W"], (sh, 1), padding)[0]
     np.testing.assert_allclose(layer.backward(dout), dx_ref, **TIGHT)
     dout2d = dout.transpose(0, 2, 3, 1).reshape(-1, 3)
-    by_offsets = _input_grad_by_offsets(dout2d, layer.params["W"], (2, 6, 5, 2), *out.shape[2:],
-                                        (sh, 1), padding, F64)
+    by_offsets = input_grad_by_offsets(dout2d, layer.params["W"], (2, 6, 5, 2), *out.shape[2:],
+                                       (sh, 1), padding, F64)
     np.testing.assert_allclose(by_offsets.transpose(0, 3, 1, 2), dx_ref, **TIGHT)
 
 
@@ -139,10 +153,9 @@ def test_conv_in_chunks_of_images(monkeypatch, channels, chunk_bytes):
     chunks of two for five images (the last one smaller), and one chunk for all give the
     loops' numbers, for a second backward of the same forward too (backward reuses the
     columns of the forward's last chunk only while they are still there)."""
-    from cnn_lessons import conv
-    monkeypatch.setattr(conv, "CHUNK_BYTES", chunk_bytes)
+    monkeypatch.setattr(fast, "CHUNK_BYTES", chunk_bytes)
     rng = np.random.default_rng(8)
-    layer = Conv2D(channels, 3, (3, 2), padding=1, rng=rng, dtype=F64)
+    layer = FastConv2D(channels, 3, (3, 2), padding=1, rng=rng, dtype=F64)
     layer.params["b"][...] = rng.standard_normal(3)
     x = rng.standard_normal((5, channels, 4, 5))
     W, b = layer.params["W"], layer.params["b"]
@@ -156,10 +169,10 @@ def test_conv_in_chunks_of_images(monkeypatch, channels, chunk_bytes):
         np.testing.assert_allclose(layer.grads["b"], db_ref, **TIGHT)
 
 
-def test_conv_hand_example():
+def test_conv_hand_example(kind):
     """A 1-channel 3x3 input, a 2x2 kernel of ones, padding 1, stride 2: corner sums."""
     x = np.arange(1.0, 10.0).reshape(1, 1, 3, 3)
-    layer = Conv2D(1, 1, 2, stride=2, padding=1, dtype=F64)
+    layer = kind.Conv2D(1, 1, 2, stride=2, padding=1, dtype=F64)
     layer.params["W"][...] = 1.0
     layer.params["b"][...] = 0.5
     # padded input rows: [0 0 0 0 0], [0 1 2 3 0], [0 4 5 6 0], [0 7 8 9 0], [0 0 0 0 0]
@@ -167,19 +180,19 @@ def test_conv_hand_example():
     np.testing.assert_array_equal(layer.forward(x)[0, 0], expected)
 
 
-def test_conv_gradients_match_finite_differences(grad_errors):
+def test_conv_gradients_match_finite_differences(kind, grad_errors):
     rng = np.random.default_rng(0)
-    layer = Conv2D(2, 3, (3, 2), stride=(2, 1), padding=(1, 0), rng=rng, dtype=F64)
+    layer = kind.Conv2D(2, 3, (3, 2), stride=(2, 1), padding=(1, 0), rng=rng, dtype=F64)
     layer.params["b"][...] = rng.standard_normal(3)
     errors = grad_errors(layer, rng.standard_normal((2, 2, 5, 4)))
     assert set(errors) == {"x", "W", "b"}
     assert max(errors.values()) < 1e-7, errors
 
 
-def test_conv_forward_twice_then_backward_uses_the_last_input():
+def test_conv_forward_twice_then_backward_uses_the_last_input(kind):
     """The layer reuses scratch buffers between calls: backward must see the latest forward."""
     rng = np.random.default_rng(1)
-    layer = Conv2D(2, 2, 3, padding=1, rng=rng, dtype=F64)
+    layer = kind.Conv2D(2, 2, 3, padding=1, rng=rng, dtype=F64)
     x1, x2 = rng.standard_normal((2, 2, 4, 4)), rng.standard_normal((2, 2, 4, 4))
     out1 = layer.forward(x1).copy()
     out1_view = layer.forward(x1)
@@ -195,10 +208,10 @@ def test_conv_forward_twice_then_backward_uses_the_last_input():
 
 @settings(max_examples=80, deadline=None)
 @given(case=pool_cases())
-def test_maxpool_matches_the_loops(case):
+def test_maxpool_matches_the_loops(kind, case):
     x = pool_input(case)
     k, s = case["kernel"], case["stride"]
-    layer = MaxPool2D(k, s)
+    layer = kind.MaxPool2D(k, s)
     out = layer.forward(x)
     out_ref, argmax = maxpool_forward_naive(x, k, s)
     np.testing.assert_array_equal(out, out_ref)
@@ -229,10 +242,10 @@ def first_max_routing(x, dout, kernel, stride):
 
 @settings(max_examples=60, deadline=None)
 @given(case=pool_cases())
-def test_maxpool_ties_go_to_the_first_maximum(case):
+def test_maxpool_ties_go_to_the_first_maximum(kind, case):
     case["ties"] = True
     x = pool_input(case)
-    layer = MaxPool2D(case["kernel"], case["stride"])
+    layer = kind.MaxPool2D(case["kernel"], case["stride"])
     out = layer.forward(x)
     dout = np.random.default_rng(case["seed"] + 2).standard_normal(out.shape)
     np.testing.assert_allclose(layer.backward(dout),
@@ -242,7 +255,7 @@ def test_maxpool_ties_go_to_the_first_maximum(case):
 @pytest.mark.parametrize("dtype", [np.float32, F64])
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_maxpool_2x2_tournament_equals_the_loops_bit_for_bit(dtype, channels_last):
-    """The classic 2x2 case trains with its own method (a tournament, see pooling.py): on
+    """The classic 2x2 case trains with its own method (a tournament, see fast.py): on
     MNIST-like input full of exact ties its output and gradient equal the loops exactly,
     and evaluation mode (the general method) gives the same output."""
     rng = np.random.default_rng(7)
@@ -250,7 +263,7 @@ def test_maxpool_2x2_tournament_equals_the_loops_bit_for_bit(dtype, channels_las
     x[0, 0] = 0                                           # whole windows of equal values
     if channels_last:                                     # as a convolution's output is stored
         x = np.ascontiguousarray(x.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
-    layer = MaxPool2D(2)
+    layer = FastMaxPool2D(2)
     out = layer.forward(x)
     assert len(layer._cache) == 3                         # the tournament ran
     out_ref, argmax = maxpool_forward_naive(x, (2, 2), (2, 2))
@@ -266,9 +279,9 @@ def test_maxpool_2x2_tournament_equals_the_loops_bit_for_bit(dtype, channels_las
     np.testing.assert_array_equal(layer.backward(dout), dx)
 
 
-def test_maxpool_all_zero_input_hand_example():
+def test_maxpool_all_zero_input_hand_example(kind):
     x = np.zeros((1, 1, 4, 4))
-    layer = MaxPool2D(2)
+    layer = kind.MaxPool2D(2)
     layer.forward(x)
     dx = layer.backward(np.array([[[[1.0, 2.0], [3.0, 4.0]]]]))
     expected = np.zeros((4, 4))
@@ -276,19 +289,19 @@ def test_maxpool_all_zero_input_hand_example():
     np.testing.assert_array_equal(dx[0, 0], expected)
 
 
-def test_maxpool_overlapping_windows_accumulate():
+def test_maxpool_overlapping_windows_accumulate(kind):
     # 1x4 row [0, 5, 1, 0], window 1x2, stride 1: windows (0,5) (5,1) (1,0) -> winners 1, 1, 2
     x = np.array([[[[0.0, 5.0, 1.0, 0.0]]]])
-    layer = MaxPool2D((1, 2), stride=1)
+    layer = kind.MaxPool2D((1, 2), stride=1)
     np.testing.assert_array_equal(layer.forward(x), [[[[5.0, 5.0, 1.0]]]])
     dx = layer.backward(np.array([[[[1.0, 10.0, 100.0]]]]))
     np.testing.assert_array_equal(dx, [[[[0.0, 11.0, 100.0, 0.0]]]])
 
 
-def test_maxpool_large_window_global_pooling():
+def test_maxpool_large_window_global_pooling(kind):
     """A window of more than 2**15 entries (global max pooling over a 182x182 map)."""
     x = np.random.default_rng(3).standard_normal((1, 2, 182, 182))
-    layer = MaxPool2D(182)
+    layer = kind.MaxPool2D(182)
     out = layer.forward(x)
     np.testing.assert_array_equal(out[:, :, 0, 0], x.max(axis=(2, 3)))
     dx = layer.backward(np.ones((1, 2, 1, 1)))
@@ -314,18 +327,18 @@ def test_avgpool_matches_the_loops_and_the_mean(case):
     np.testing.assert_allclose(dx.sum(), dout.sum(), rtol=1e-10, atol=1e-10)
 
 
-def test_pool_stride_defaults_to_the_window():
-    assert MaxPool2D(3).stride == (3, 3)
+def test_pool_stride_defaults_to_the_window(kind):
+    assert kind.MaxPool2D(3).stride == (3, 3)
     assert AvgPool2D((2, 3)).stride == (2, 3)
-    assert MaxPool2D(2, stride=1).stride == (1, 1)
+    assert kind.MaxPool2D(2, stride=1).stride == (1, 1)
 
 
 # -- gradient checks ----------------------------------------------------------------------------
 
-def test_maxpool_gradient_matches_finite_differences(grad_errors):
+def test_maxpool_gradient_matches_finite_differences(kind, grad_errors):
     # distinct values at least 0.01 apart: a step of 1e-6 never changes a window's winner
     x = np.random.default_rng(4).permutation(2 * 2 * 5 * 5).reshape(2, 2, 5, 5) * 0.01
-    for layer in (MaxPool2D(2), MaxPool2D((3, 2), stride=(1, 2)), MaxPool2DNaive(2, 1)):
+    for layer in (kind.MaxPool2D(2), kind.MaxPool2D((3, 2), stride=(1, 2)), MaxPool2DNaive(2, 1)):
         assert grad_errors(layer, x)["x"] < 1e-7
 
 
@@ -338,11 +351,11 @@ def test_avgpool_gradient_matches_finite_differences(grad_errors):
 # -- dtypes -------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_conv_and_pools_keep_the_dtype(dtype):
+def test_conv_and_pools_keep_the_dtype(kind, dtype):
     x = np.random.default_rng(6).standard_normal((2, 3, 6, 6)).astype(dtype)
-    for layer in (Conv2D(3, 4, 3, padding=1, rng=0, dtype=dtype),
+    for layer in (kind.Conv2D(3, 4, 3, padding=1, rng=0, dtype=dtype),
                   Conv2DNaive(3, 4, 3, stride=2, rng=0, dtype=dtype),
-                  MaxPool2D(2), MaxPool2DNaive(2), AvgPool2D(2, 1)):
+                  kind.MaxPool2D(2), MaxPool2DNaive(2), AvgPool2D(2, 1)):
         out = layer.forward(x)
         assert out.dtype == dtype, layer
         assert layer.backward(np.ones_like(out)).dtype == dtype, layer
@@ -350,10 +363,10 @@ def test_conv_and_pools_keep_the_dtype(dtype):
             assert p.dtype == dtype and layer.grads[name].dtype == dtype, (layer, name)
 
 
-def test_float32_conv_is_close_to_float64():
+def test_float32_conv_is_close_to_float64(kind):
     rng = np.random.default_rng(7)
     x = rng.standard_normal((2, 3, 7, 7))
-    layer = Conv2D(3, 4, 3, stride=2, padding=1, rng=rng, dtype=np.float32)
+    layer = kind.Conv2D(3, 4, 3, stride=2, padding=1, rng=rng, dtype=np.float32)
     W = layer.params["W"].astype(F64)
     expected = conv2d_forward_naive(x, W, np.zeros(4), (2, 2), (1, 1))
     np.testing.assert_allclose(layer.forward(x.astype(np.float32)), expected, rtol=1e-5, atol=1e-5)
@@ -367,7 +380,8 @@ def assert_names(err, *parts):
         assert part in msg, f"{part!r} not in {msg!r}"
 
 
-@pytest.mark.parametrize("layer", [Conv2D(3, 2, 3), MaxPool2D(2), AvgPool2D(2)], ids=repr)
+@pytest.mark.parametrize("layer", [Conv2D(3, 2, 3), MaxPool2D(2), AvgPool2D(2), FastConv2D(3, 2, 3),
+                                   FastMaxPool2D(2)], ids=repr)
 def test_image_layers_refuse_wrong_ndim(layer):
     x = np.ones((2, 3, 8), np.float32)
     with pytest.raises(ValueError) as err:
@@ -375,28 +389,29 @@ def test_image_layers_refuse_wrong_ndim(layer):
     assert_names(err, type(layer).__name__, "H, W)", "(2, 3, 8)")
 
 
-def test_conv_refuses_wrong_channel_count():
+def test_conv_refuses_wrong_channel_count(kind):
     with pytest.raises(ValueError) as err:
-        Conv2D(3, 2, 3).forward(np.ones((2, 1, 8, 8), np.float32))
+        kind.Conv2D(3, 2, 3).forward(np.ones((2, 1, 8, 8), np.float32))
     assert_names(err, "Conv2D", "(N, 3, H, W)", "(2, 1, 8, 8)")
 
 
-def test_conv_refuses_a_kernel_larger_than_the_padded_input():
+def test_conv_refuses_a_kernel_larger_than_the_padded_input(kind):
     with pytest.raises(ValueError) as err:
-        Conv2D(1, 2, (5, 3), padding=1).forward(np.ones((1, 1, 2, 6), np.float32))
+        kind.Conv2D(1, 2, (5, 3), padding=1).forward(np.ones((1, 1, 2, 6), np.float32))
     assert_names(err, "Conv2D", "5x3", "4x8", "(1, 1, 2, 6)")
     # exactly fitting is fine: one output row
-    assert Conv2D(1, 2, (4, 3), padding=1).forward(np.ones((1, 1, 2, 6), np.float32)).shape == (1, 2, 1, 6)
+    assert kind.Conv2D(1, 2, (4, 3), padding=1).forward(np.ones((1, 1, 2, 6), np.float32)).shape == (1, 2, 1, 6)
 
 
-@pytest.mark.parametrize("cls", [MaxPool2D, AvgPool2D, MaxPool2DNaive])
+@pytest.mark.parametrize("cls", [MaxPool2D, AvgPool2D, MaxPool2DNaive, FastMaxPool2D])
 def test_pool_refuses_a_window_larger_than_the_input(cls):
     with pytest.raises(ValueError) as err:
         cls(3).forward(np.ones((1, 2, 2, 5), np.float32))
     assert_names(err, cls.__name__, "3x3", "2x5", "(1, 2, 2, 5)")
 
 
-@pytest.mark.parametrize("layer", [Conv2D(2, 2, 3), MaxPool2D(2), AvgPool2D(2)], ids=repr)
+@pytest.mark.parametrize("layer", [Conv2D(2, 2, 3), MaxPool2D(2), AvgPool2D(2), FastConv2D(2, 2, 3),
+                                   FastMaxPool2D(2)], ids=repr)
 def test_image_layers_refuse_integer_input(layer):
     with pytest.raises(ValueError) as err:
         layer.forward(np.ones((1, 2, 4, 4), dtype=np.int32))
@@ -404,7 +419,8 @@ def test_image_layers_refuse_integer_input(layer):
 
 
 @pytest.mark.parametrize("layer", [Conv2D(2, 2, 3), Conv2DNaive(2, 2, 3), MaxPool2D(2),
-                                   MaxPool2DNaive(2), AvgPool2D(2)], ids=repr)
+                                   MaxPool2DNaive(2), AvgPool2D(2), FastConv2D(2, 2, 3),
+                                   FastMaxPool2D(2)], ids=repr)
 def test_image_layers_backward_before_forward_and_wrong_dout(layer):
     with pytest.raises(RuntimeError) as err:
         layer.backward(np.ones((1, 2, 2, 2), np.float32))
@@ -417,9 +433,9 @@ def test_image_layers_backward_before_forward_and_wrong_dout(layer):
 
 @settings(max_examples=40, deadline=None)
 @given(case=conv_cases())
-def test_conv_without_bias_is_the_convolution_with_zero_bias(case):
-    layer, x, rng = make_conv(case)
-    plain = Conv2D(case["c"], case["f"], case["kernel"], case["stride"], case["padding"],
+def test_conv_without_bias_is_the_convolution_with_zero_bias(kind, case):
+    layer, x, rng = make_conv(case, kind.Conv2D)
+    plain = kind.Conv2D(case["c"], case["f"], case["kernel"], case["stride"], case["padding"],
                    bias=False, dtype=F64)
     assert list(plain.params) == ["W"] and plain.config()["bias"] is False
     plain.params["W"][...] = layer.params["W"]
@@ -441,22 +457,55 @@ def test_conv_without_bias_is_the_convolution_with_zero_bias(case):
     assert list(naive.grads) == ["W"]
 
 
-def test_conv_refuses_a_bias_that_is_not_true_or_false():
+def test_conv_refuses_a_bias_that_is_not_true_or_false(kind):
     with pytest.raises(ValueError, match=r"Conv2D\(1, 2\): bias must be True or False"):
-        Conv2D(1, 2, 3, bias="no")
+        kind.Conv2D(1, 2, 3, bias="no")
 
 
 @pytest.mark.parametrize("kwargs", [dict(kernel_size=0), dict(kernel_size=3, stride=0),
                                     dict(kernel_size=3, padding=-1),
                                     dict(kernel_size=(3, 3, 3))])
-def test_conv_refuses_bad_hyperparameters(kwargs):
+def test_conv_refuses_bad_hyperparameters(kind, kwargs):
     with pytest.raises(ValueError, match="Conv2D"):
-        Conv2D(1, 1, **kwargs)
+        kind.Conv2D(1, 1, **kwargs)
 
 
-@pytest.mark.parametrize("cls", [MaxPool2D, AvgPool2D])
+@pytest.mark.parametrize("cls", [MaxPool2D, AvgPool2D, FastMaxPool2D])
 def test_pool_refuses_bad_hyperparameters(cls):
     with pytest.raises(ValueError, match=cls.__name__):
         cls(0)
     with pytest.raises(ValueError, match=cls.__name__):
         cls(2, stride=(1, 0))
+
+
+# -- the fast twins against the taught layers, directly ---------------------------------------
+
+@settings(max_examples=60, deadline=None)
+@given(case=conv_cases(), input_grad=st.booleans())
+def test_fast_conv_equals_the_taught_conv(case, input_grad):
+    taught, x, rng = make_conv(case, Conv2D)
+    twin, _, _ = make_conv(case, FastConv2D)
+    out = taught.forward(x)
+    np.testing.assert_allclose(twin.forward(x), out, **TIGHT)
+    dout = rng.standard_normal(out.shape)
+    dx = taught.backward(dout)
+    dx_fast = twin.backward(dout, input_grad=input_grad)
+    if input_grad:
+        np.testing.assert_allclose(dx_fast, dx, **TIGHT)
+    else:
+        assert dx_fast is None
+    for name in ("W", "b"):
+        np.testing.assert_allclose(twin.grads[name], taught.grads[name], **TIGHT)
+
+
+@settings(max_examples=60, deadline=None)
+@given(case=pool_cases(), training=st.booleans())
+def test_fast_maxpool_equals_the_taught_maxpool_bit_for_bit(case, training):
+    x = pool_input(case)
+    taught, twin = MaxPool2D(case["kernel"], case["stride"]), FastMaxPool2D(case["kernel"],
+                                                                            case["stride"])
+    taught.training = twin.training = training
+    out = taught.forward(x)
+    np.testing.assert_array_equal(twin.forward(x), out)
+    dout = np.random.default_rng(case["seed"] + 3).standard_normal(out.shape)
+    np.testing.assert_array_equal(twin.backward(dout), taught.backward(dout))

@@ -9,11 +9,22 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cnn_lessons import (BatchNorm, Dense, Dropout, Flatten, LeakyReLU, ReLU, Sigmoid, Softmax,
+from types import SimpleNamespace
+
+from cnn_lessons import (FastBatchNorm, FastFlatten, BatchNorm, Dense, Dropout, Flatten, LeakyReLU, ReLU, Sigmoid, Softmax,
                          Tanh)
 
 F64 = np.float64
 SMOOTH_TOL = 1e-7
+
+KINDS = {"taught": SimpleNamespace(BatchNorm=BatchNorm, Flatten=Flatten),
+         "fast": SimpleNamespace(BatchNorm=FastBatchNorm, Flatten=FastFlatten)}
+
+
+@pytest.fixture(params=list(KINDS))
+def kind(request):
+    """BatchNorm and Flatten as the chapters build them, then their fast twins."""
+    return KINDS[request.param]
 
 
 def away_from_zero(rng, shape, margin=0.05):
@@ -139,9 +150,9 @@ def test_softmax_is_stable_for_huge_logits():
 
 # -- Flatten ----------------------------------------------------------------------------------
 
-def test_flatten_is_row_major_and_backward_undoes_it(grad_errors):
+def test_flatten_is_row_major_and_backward_undoes_it(kind, grad_errors):
     x = np.random.default_rng(6).standard_normal((2, 3, 4, 5))
-    layer = Flatten()
+    layer = kind.Flatten()
     out = layer.forward(x)
     assert out.shape == (2, 60)
     for n, c, i, j in np.ndindex(x.shape):
@@ -150,7 +161,7 @@ def test_flatten_is_row_major_and_backward_undoes_it(grad_errors):
     dx = layer.backward(dout)
     for n, c, i, j in np.ndindex(x.shape):
         assert dx[n, c, i, j] == dout[n, c * 20 + i * 5 + j]
-    assert grad_errors(Flatten(), x)["x"] < SMOOTH_TOL
+    assert grad_errors(kind.Flatten(), x)["x"] < SMOOTH_TOL
 
 
 # -- Dropout ----------------------------------------------------------------------------------
@@ -227,9 +238,9 @@ def bn_reference(x, gamma, beta, eps):
 
 
 @pytest.mark.parametrize("shape", [(6, 3), (3, 2, 4, 5)])
-def test_batchnorm_train_forward_matches_the_formula(shape):
+def test_batchnorm_train_forward_matches_the_formula(kind, shape):
     rng = np.random.default_rng(14)
-    layer = BatchNorm(shape[1], dtype=F64)
+    layer = kind.BatchNorm(shape[1], dtype=F64)
     layer.params["gamma"][...] = rng.uniform(0.5, 2, shape[1])
     layer.params["beta"][...] = rng.standard_normal(shape[1])
     x = rng.standard_normal(shape) * 3 + 1
@@ -239,9 +250,9 @@ def test_batchnorm_train_forward_matches_the_formula(shape):
 
 
 @pytest.mark.parametrize("shape", [(6, 3), (3, 2, 3, 3)])
-def test_batchnorm_train_gradients_match_finite_differences(shape, grad_errors):
+def test_batchnorm_train_gradients_match_finite_differences(kind, shape, grad_errors):
     rng = np.random.default_rng(15)
-    layer = BatchNorm(shape[1], dtype=F64)
+    layer = kind.BatchNorm(shape[1], dtype=F64)
     layer.params["gamma"][...] = rng.uniform(0.5, 2, shape[1])
     layer.params["beta"][...] = rng.standard_normal(shape[1])
     errors = grad_errors(layer, rng.standard_normal(shape) * 2 + 0.5)
@@ -250,10 +261,10 @@ def test_batchnorm_train_gradients_match_finite_differences(shape, grad_errors):
 
 
 @pytest.mark.parametrize("shape", [(6, 3), (3, 2, 3, 3)])
-def test_batchnorm_eval_uses_running_stats_and_its_gradient(shape, grad_errors):
+def test_batchnorm_eval_uses_running_stats_and_its_gradient(kind, shape, grad_errors):
     rng = np.random.default_rng(16)
     c = shape[1]
-    layer = BatchNorm(c, eps=1e-3, dtype=F64)
+    layer = kind.BatchNorm(c, eps=1e-3, dtype=F64)
     layer.params["gamma"][...] = rng.uniform(0.5, 2, c)
     layer.params["beta"][...] = rng.standard_normal(c)
     layer.buffers["running_mean"][...] = rng.standard_normal(c)
@@ -273,11 +284,11 @@ def test_batchnorm_eval_uses_running_stats_and_its_gradient(shape, grad_errors):
 
 
 @pytest.mark.parametrize("shape", [(5, 3), (2, 3, 2, 3)])
-def test_batchnorm_running_stats_follow_pytorch_convention(shape):
+def test_batchnorm_running_stats_follow_pytorch_convention(kind, shape):
     """running = 0.9 running + 0.1 batch, with the unbiased variance, step after step."""
     rng = np.random.default_rng(17)
     c = shape[1]
-    layer = BatchNorm(c, dtype=F64)
+    layer = kind.BatchNorm(c, dtype=F64)
     rm, rv = [0.0] * c, [1.0] * c
     for _ in range(4):
         x = rng.standard_normal(shape) * 2 + 3
@@ -290,10 +301,10 @@ def test_batchnorm_running_stats_follow_pytorch_convention(shape):
         np.testing.assert_allclose(layer.buffers["running_var"], rv, rtol=1e-12)
 
 
-def test_batchnorm_matches_torch():
+def test_batchnorm_matches_torch(kind):
     torch = pytest.importorskip("torch")
     rng = np.random.default_rng(18)
-    layer = BatchNorm(3, momentum=0.2, dtype=F64)
+    layer = kind.BatchNorm(3, momentum=0.2, dtype=F64)
     ref = torch.nn.BatchNorm2d(3, momentum=0.2).double()
     for _ in range(3):
         x = rng.standard_normal((4, 3, 2, 2)) * 1.5 + 0.5
@@ -308,14 +319,14 @@ def test_batchnorm_matches_torch():
                                atol=1e-12)
 
 
-def test_batchnorm_refuses_a_single_value_per_feature_in_training():
+def test_batchnorm_refuses_a_single_value_per_feature_in_training(kind):
     with pytest.raises(ValueError, match="BatchNorm"):
-        BatchNorm(3).forward(np.ones((1, 3), np.float32))
+        kind.BatchNorm(3).forward(np.ones((1, 3), np.float32))
 
 
 # -- dtypes -------------------------------------------------------------------------------------
 
-def make_layers(dtype):
+def make_layers(dtype, kind):
     return [
         (Dense(4, 3, rng=0, dtype=dtype), (2, 4)),
         (ReLU(), (2, 4)),
@@ -323,17 +334,17 @@ def make_layers(dtype):
         (Sigmoid(), (2, 4)),
         (Tanh(), (2, 4)),
         (Softmax(), (2, 4)),
-        (Flatten(), (2, 3, 2, 2)),
+        (kind.Flatten(), (2, 3, 2, 2)),
         (Dropout(0.5, rng=0), (2, 4)),
-        (BatchNorm(4, dtype=dtype), (3, 4)),
-        (BatchNorm(3, dtype=dtype), (2, 3, 2, 2)),
+        (kind.BatchNorm(4, dtype=dtype), (3, 4)),
+        (kind.BatchNorm(3, dtype=dtype), (2, 3, 2, 2)),
     ]
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("training", [True, False])
-def test_layers_keep_the_dtype(dtype, training):
-    for layer, shape in make_layers(dtype):
+def test_layers_keep_the_dtype(kind, dtype, training):
+    for layer, shape in make_layers(dtype, kind):
         layer.training = training
         x = np.random.default_rng(19).standard_normal(shape).astype(dtype)
         out = layer.forward(x)
@@ -367,17 +378,18 @@ def test_dense_refuses_wrong_ndim():
     assert_names(err, "Dense", "(N, 4)", "(2, 1, 4)")
 
 
-def test_batchnorm_refuses_wrong_features_and_ndim():
+def test_batchnorm_refuses_wrong_features_and_ndim(kind):
     with pytest.raises(ValueError) as err:
-        BatchNorm(3).forward(np.ones((4, 2), np.float32))
+        kind.BatchNorm(3).forward(np.ones((4, 2), np.float32))
     assert_names(err, "BatchNorm", "(N, 3)", "(4, 2)")
     with pytest.raises(ValueError) as err:
-        BatchNorm(3).forward(np.ones((4, 3, 2), np.float32))
+        kind.BatchNorm(3).forward(np.ones((4, 3, 2), np.float32))
     assert_names(err, "BatchNorm", "(N, 3, H, W)", "(4, 3, 2)")
 
 
 @pytest.mark.parametrize("layer", [Dense(4, 3), ReLU(), Sigmoid(), Softmax(), Flatten(),
-                                   Dropout(), BatchNorm(4)], ids=repr)
+                                   Dropout(), BatchNorm(4), FastFlatten(), FastBatchNorm(4)],
+                         ids=repr)
 def test_layers_refuse_integer_input(layer):
     with pytest.raises(ValueError) as err:
         layer.forward(np.ones((2, 4), dtype=np.int64))
@@ -385,7 +397,8 @@ def test_layers_refuse_integer_input(layer):
 
 
 @pytest.mark.parametrize("layer", [Dense(4, 3), ReLU(), LeakyReLU(), Sigmoid(), Tanh(),
-                                   Softmax(), Flatten(), Dropout(), BatchNorm(4)], ids=repr)
+                                   Softmax(), Flatten(), Dropout(), BatchNorm(4), FastFlatten(),
+                                   FastBatchNorm(4)], ids=repr)
 def test_backward_before_forward_is_a_runtime_error(layer):
     with pytest.raises(RuntimeError) as err:
         layer.backward(np.ones((2, 4), np.float32))
@@ -394,9 +407,41 @@ def test_backward_before_forward_is_a_runtime_error(layer):
 
 @pytest.mark.parametrize("layer, out_shape", [
     (Dense(4, 3), (2, 3)), (ReLU(), (2, 4)), (Sigmoid(), (2, 4)), (Softmax(), (2, 4)),
-    (Flatten(), (2, 4)), (Dropout(), (2, 4)), (BatchNorm(4), (2, 4))], ids=repr)
+    (Flatten(), (2, 4)), (Dropout(), (2, 4)), (BatchNorm(4), (2, 4)), (FastFlatten(), (2, 4)),
+    (FastBatchNorm(4), (2, 4))], ids=repr)
 def test_backward_refuses_dout_of_the_wrong_shape(layer, out_shape):
     layer.forward(np.ones((2, 4), np.float32))
     with pytest.raises(ValueError) as err:
         layer.backward(np.ones((3, 5), np.float32))
     assert_names(err, type(layer).__name__, str(out_shape), "(3, 5)")
+
+
+@settings(max_examples=50, deadline=None)
+@given(shape=st.sampled_from([(2, 3), (7, 5), (2, 3, 2, 3), (3, 4, 5, 2)]),
+       seed=st.integers(0, 2**31), steps=st.integers(1, 3), channels_last=st.booleans())
+def test_fast_batchnorm_and_flatten_equal_the_taught_ones(shape, seed, steps, channels_last):
+    """Training steps then an evaluation step: outputs, gradients and running statistics of
+    the fast twins equal the chapters' layers (the same sums in another order)."""
+    rng = np.random.default_rng(seed)
+    taught, twin = BatchNorm(shape[1], dtype=F64), FastBatchNorm(shape[1], dtype=F64)
+    for p in ("gamma", "beta"):
+        taught.params[p][...] = twin.params[p][...] = rng.standard_normal(shape[1])
+    for step in range(steps + 1):
+        taught.training = twin.training = step < steps
+        x = rng.normal(1.0, 2.0, shape)
+        if channels_last and len(shape) == 4:          # as a convolution's output is stored
+            x = np.ascontiguousarray(x.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+        dout = rng.standard_normal(shape)
+        np.testing.assert_allclose(twin.forward(x), taught.forward(x), rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(twin.backward(dout), taught.backward(dout), rtol=1e-9, atol=1e-12)
+        for name in ("gamma", "beta"):
+            np.testing.assert_allclose(twin.grads[name], taught.grads[name], rtol=1e-9, atol=1e-12)
+        for name in ("running_mean", "running_var"):
+            np.testing.assert_allclose(twin.buffers[name], taught.buffers[name], rtol=1e-12)
+    flat, fast_flat = Flatten(), FastFlatten()
+    out = flat.forward(x)
+    np.testing.assert_array_equal(fast_flat.forward(x), out)
+    d = rng.standard_normal(out.shape)
+    dx = fast_flat.backward(d)
+    np.testing.assert_array_equal(dx, flat.backward(d))
+    assert dx.strides == np.empty_like(x).strides          # laid out like the input

@@ -8,9 +8,9 @@ import re
 import numpy as np
 import pytest
 
-from cnn_lessons import (AvgPool2D, BatchNorm, Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU,
-                         Sequential, SoftmaxCrossEntropy, Tanh)
-from cnn_lessons.model import FORMAT, ModelFileError, read_metadata
+from cnn_lessons import (AvgPool2D, BatchNorm, Conv2D, Dense, Dropout, FastConv2D, Flatten, MaxPool2D,
+                         ReLU, Sequential, SoftmaxCrossEntropy, Tanh, models)
+from cnn_lessons.model import FORMAT, ModelFileError, eval_mode, read_metadata
 
 
 def small_cnn(seed=0, dtype=np.float32):
@@ -72,7 +72,7 @@ def test_forward_and_backward_equal_manual_chaining():
 def test_backward_without_input_grad_gives_the_same_parameter_gradients(first):
     rng = np.random.default_rng(3)
     head = [Flatten(), Dense(16, 3, rng=rng, dtype=np.float64)]
-    layers = {"conv": [Conv2D(1, 1, 3, padding=1, rng=rng, dtype=np.float64), Tanh()] + head,
+    layers = {"conv": [FastConv2D(1, 1, 3, padding=1, rng=rng, dtype=np.float64), Tanh()] + head,
               "dense": [Dense(16, 4, rng=rng, dtype=np.float64), Tanh(),
                         Dense(4, 3, rng=rng, dtype=np.float64)],
               "flatten": head}[first]
@@ -86,7 +86,7 @@ def test_backward_without_input_grad_gives_the_same_parameter_gradients(first):
     full = {(i, k): g.copy() for i, layer in enumerate(model.layers) for k, g in layer.grads.items()}
     model.forward(x)
     skipped = model.backward(dout, input_grad=False)
-    if first == "flatten":            # a layer with nothing to skip still returns its dx
+    if first != "conv":   # a backward that takes no input_grad still returns its dx
         np.testing.assert_array_equal(skipped, dx)
     else:
         assert skipped is None
@@ -406,3 +406,21 @@ def test_save_overwrites_an_existing_model(tmp_path):
     loaded = Sequential.load(path)
     for key, arr in second.state().items():
         np.testing.assert_array_equal(loaded.state()[key], arr)
+
+
+def test_a_fast_model_and_a_taught_model_share_their_files(tmp_path):
+    """Fast layers are saved under their taught twins' names: a file written by either model
+    loads into the other, and Sequential.load builds either kind."""
+    x = np.random.default_rng(5).standard_normal((3, 1, 28, 28)).astype(np.float32)
+    fast_model, taught_model = models.cnn(seed=3), models.cnn(seed=4, fast=False)
+    fast_model.save(tmp_path / "fast.npz", note="fast")
+    assert [e["type"] for e in json.loads(str(np.load(tmp_path / "fast.npz")["__model__"]))["layers"]][:3] \
+        == ["Conv2D", "MaxPool2D", "BatchNorm"]
+    taught_model.load_state(tmp_path / "fast.npz")
+    with eval_mode(fast_model), eval_mode(taught_model):
+        np.testing.assert_allclose(taught_model.forward(x), fast_model.forward(x), rtol=1e-5, atol=1e-6)
+    loaded = Sequential.load(tmp_path / "fast.npz")
+    assert type(loaded.layers[0]) is Conv2D
+    quick = Sequential.load(tmp_path / "fast.npz", fast=True)
+    assert type(quick.layers[0]) is FastConv2D and type(quick.layers[8]).__name__ == "FastFlatten"
+    assert read_metadata(tmp_path / "fast.npz") == {"note": "fast"}

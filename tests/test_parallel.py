@@ -7,7 +7,7 @@ from multiprocessing import shared_memory
 import numpy as np
 import pytest
 
-from cnn_lessons import (Adam, BatchNorm, Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU,
+from cnn_lessons import (FastBatchNorm, FastConv2D, FastFlatten, FastMaxPool2D, Adam, BatchNorm, Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU,
                          Sequential, SoftmaxCrossEntropy)
 from cnn_lessons.parallel import DataParallel, batch_parts, cores, why_not
 from cnn_lessons.training import train
@@ -16,11 +16,14 @@ pytestmark = pytest.mark.skipif(why_not(Sequential([ReLU()])) is not None,
                                 reason="DataParallel does not run on this machine")
 
 
-def small_net(seed=0, dtype=np.float64, dropout=0.0):
+def small_net(seed=0, dtype=np.float64, dropout=0.0, fast=False):
+    """A small CNN of the taught layers, or (``fast=True``) of their fast twins."""
     rng = np.random.default_rng(seed)
-    layers = [Conv2D(1, 4, 3, padding=1, rng=rng, dtype=dtype), MaxPool2D(2),
-              BatchNorm(4, dtype=dtype), ReLU(), Flatten(), Dense(64, 6, rng=rng, dtype=dtype),
-              BatchNorm(6, dtype=dtype), ReLU(), Dense(6, 3, rng=rng, dtype=dtype)]
+    conv, pool, norm, flat = ((FastConv2D, FastMaxPool2D, FastBatchNorm, FastFlatten) if fast
+                              else (Conv2D, MaxPool2D, BatchNorm, Flatten))
+    layers = [conv(1, 4, 3, padding=1, rng=rng, dtype=dtype), pool(2),
+              norm(4, dtype=dtype), ReLU(), flat(), Dense(64, 6, rng=rng, dtype=dtype),
+              norm(6, dtype=dtype), ReLU(), Dense(6, 3, rng=rng, dtype=dtype)]
     if dropout:
         layers.insert(-1, Dropout(dropout, rng=rng))
     return Sequential(layers)
@@ -33,6 +36,26 @@ def batch(n, seed=1, dtype=np.float64):
 
 def grads(model):
     return {(i, k): g.copy() for i, layer in enumerate(model.layers) for k, g in layer.grads.items()}
+
+
+def test_spawned_replicas_train_like_one_process():
+    """The start method of macOS and Windows, forced here: replicas that import the package
+    afresh instead of inheriting this process give the same forward, gradients and steps."""
+    x, y = batch(8)
+    alone, split = small_net(fast=True), small_net(fast=True)
+    loss = SoftmaxCrossEntropy()
+    opt_a, opt_s = Adam(alone, lr=0.01), Adam(split, lr=0.01)
+    with DataParallel(split, 8, (1, 8, 8), 2, dtype=np.float64, optimizer=opt_s,
+                      start_method="spawn") as dp:
+        assert type(dp._workers[0]).__name__ == "SpawnProcess"
+        for _ in range(2):
+            loss.forward(alone.forward(x), y)
+            alone.backward(loss.backward(), input_grad=False)
+            opt_a.step()
+            loss.forward(dp.forward(x), y)
+            dp.backward(loss.backward())
+            dp.step()
+        np.testing.assert_allclose(dp.forward(x), alone.forward(x), rtol=1e-9, atol=1e-12)
 
 
 def test_batch_parts_cover_the_batch_in_order():
@@ -57,12 +80,13 @@ def test_cores_reads_the_environment(monkeypatch):
     assert cores() >= 1
 
 
+@pytest.mark.parametrize("fast", [False, True], ids=["taught", "fast"])
 @pytest.mark.parametrize("n, processes", [(8, 2), (7, 2), (9, 3), (2, 3)])
-def test_forward_and_backward_equal_one_process(n, processes):
+def test_forward_and_backward_equal_one_process(n, processes, fast):
     """float64: logits, every gradient and batch norm's running statistics agree with the
     model run on the whole batch in one process (synchronised batch statistics)."""
     x, y = batch(n)
-    alone, split = small_net(), small_net()
+    alone, split = small_net(fast=fast), small_net(fast=fast)
     loss = SoftmaxCrossEntropy()
     logits = alone.forward(x)
     loss.forward(logits, y)
@@ -79,6 +103,23 @@ def test_forward_and_backward_equal_one_process(n, processes):
     for mine, theirs in zip(split.layers, alone.layers):
         for name, buf in getattr(mine, "buffers", {}).items():
             np.testing.assert_allclose(buf, theirs.buffers[name], rtol=1e-12, atol=1e-14)
+
+
+def test_evaluation_mode_uses_the_running_statistics_in_every_process():
+    """After a few training batches, evaluation in float64 gives the one-process logits to
+    rounding: the replicas normalise with the model's running statistics, not their own."""
+    x, y = batch(8)
+    alone, split = small_net(), small_net()
+    for net in (alone, split):
+        for layer in net.layers:
+            if "running_var" in getattr(layer, "buffers", {}):
+                layer.buffers["running_mean"][...] = np.linspace(-1, 1, layer.num_features)
+                layer.buffers["running_var"][...] = np.linspace(0.5, 2, layer.num_features)
+    with DataParallel(split, 8, (1, 8, 8), 2, dtype=np.float64) as dp:
+        dp.eval()
+        out = dp.forward(x)
+    alone.eval()
+    np.testing.assert_allclose(out, alone.forward(x), rtol=1e-12, atol=1e-13)
 
 
 def test_replicas_follow_the_parameters_after_an_optimizer_step():
