@@ -153,7 +153,7 @@ def batchnorm_graph(m=3):
 # -- grids of numbers -------------------------------------------------------------------------
 
 def draw_matrix(ax, values, x0, y0, fmt="{:g}", colors=None, fontsize=10, cell=1.0,
-                edge="gray", title=None, title_size=None, text_colors=None):
+                edge="gray", title=None, title_size=None, text_colors=None, title_color="black"):
     """Draw ``values (rows, cols)`` as a grid of numbers with its top-left corner at
     ``(x0, y0)`` on an axis whose y grows downwards (``ax.invert_yaxis()``).
 
@@ -173,7 +173,7 @@ def draw_matrix(ax, values, x0, y0, fmt="{:g}", colors=None, fontsize=10, cell=1
                     color=text_colors[i][j] if text_colors is not None else "black")
     if title:
         ax.text(x0 + cols * cell / 2, y0 - 0.25 * cell, title, ha="center", va="bottom",
-                fontsize=title_size or fontsize)
+                fontsize=title_size or fontsize, color=title_color)
     return lambda i, j: (x0 + (j + 0.5) * cell, y0 + (i + 0.5) * cell)
 
 
@@ -199,7 +199,7 @@ def _grid_axes(figsize):
     return fig, ax
 
 
-def im2col_figure(x, W, cols, W2d, out, fontsize=11):
+def im2col_figure(x, W, cols, W2d, out, fontsize=13):
     """The im2col layout for one image of one channel and two or more kernels.
 
     ``x (H, W)``, kernels ``W (F, kh, kw)``, ``cols (Ho*Wo, kh*kw)`` (one row per window),
@@ -221,7 +221,7 @@ def im2col_figure(x, W, cols, W2d, out, fontsize=11):
         draw_matrix(ax, x, x0, 0.5, cell=small, fontsize=fontsize - 2,
                     colors=[[tint(LINKS[r]) if c else None for c in row] for row in inside],
                     text_colors=[["black" if c else "#999999" for c in row] for row in inside],
-                    title=f"window ({i},{j})", title_size=fontsize - 1)
+                    title=f"window ({i},{j})", title_size=fontsize - 3, title_color=LINKS[r])
         outline(ax, x0 + j * small, 0.5 + i * small, kh, kw, LINKS[r], lw=2, cell=small)
     # the kernels, right of the inputs
     kx = ho * wo * (w * small + 0.45) + 0.4
@@ -269,11 +269,11 @@ def im2col_figure(x, W, cols, W2d, out, fontsize=11):
     return fig
 
 
-def full_conv_figure(W, dout, dx, at=(0, 0), fontsize=11):
+def full_conv_figure(W, dout, dx, at=(0, 0), fontsize=13):
     """The input gradient of a stride-1 convolution as a full correlation: ``dout (Ho, Wo)``
     padded with ``kh-1`` rows and ``kw-1`` columns of zeros on each side, the kernel
-    ``W (kh, kw)`` turned by 180°, one window framed (the one whose top-left corner is ``at``)
-    with the rotated weights written small in its cells, the sum of its products, and
+    ``W (kh, kw)`` turned by 180°, one window framed (the one whose top-left corner is ``at``),
+    the sum of its products with the rotated kernel, and
     ``dx (H, W)`` with the pixel that sum gives framed in the same colour."""
     kh, kw = W.shape
     ho, wo = dout.shape
@@ -304,10 +304,6 @@ def full_conv_figure(W, dout, dx, at=(0, 0), fontsize=11):
                 title=f"dout, padded: {kh - 1} zeros around")
     i0, j0 = at
     outline(ax, px + j0, i0, kh, kw, "tab:red", lw=2.5, inset=0.04)
-    for u in range(kh):
-        for v in range(kw):
-            ax.text(px + j0 + v + 0.95, i0 + u + 0.95, f"×{flipped[u, v]:g}", ha="right",
-                    va="bottom", fontsize=fontsize - 4, color="tab:red")
     window = padded[i0:i0 + kh, j0:j0 + kw]
     def num(a):
         return f"({a:g})" if a < 0 else f"{a:g}"
@@ -318,11 +314,11 @@ def full_conv_figure(W, dout, dx, at=(0, 0), fontsize=11):
                          f"{j0}] is {dx[i0, j0]:g}: dx is not the full correlation drawn")
     ax.text(px + pw / 2, ph + 0.2, " + ".join(terms) + f" = {total:g}",
             ha="center", va="top", fontsize=fontsize - 1, color="tab:red")
-    dxx = px + pw + 1.9
+    dxx = px + pw + 2.4
     ax.annotate("", xy=(dxx - 0.1, ph / 2), xytext=(px + pw + 0.1, ph / 2),
                 arrowprops=dict(arrowstyle="-|>", color="gray"))
-    ax.text(px + pw + 0.95, ph / 2 - 0.15, "slide the\nrotated W", ha="center", va="bottom",
-            fontsize=fontsize - 2)
+    ax.text(px + pw + 1.2, ph / 2 - 0.15, "slide the\nrotated W", ha="center", va="bottom",
+            fontsize=fontsize - 3)
     ddy = (ph - dx.shape[0]) / 2
     draw_matrix(ax, dx, dxx, ddy, fmt="{:g}", fontsize=fontsize, title="dx")
     outline(ax, dxx + j0, ddy + i0, 1, 1, "tab:red", lw=2.5, inset=0.04)
@@ -332,7 +328,7 @@ def full_conv_figure(W, dout, dx, at=(0, 0), fontsize=11):
     return fig
 
 
-def pooling_figure(x, winners, dout, dx_max, dx_avg, k=2, fontsize=11):
+def pooling_figure(x, winners, dout, dx_max, dx_avg, k=2, fontsize=12):
     """Backward of 2-D pooling with ``k x k`` windows and stride ``k`` on one channel: the
     input ``x (H, W)`` (each window framed in its colour, the max's winners, the boolean
     mask ``winners``, circled), the upstream gradient ``dout (H/k, W/k)``, and the input
@@ -394,18 +390,17 @@ def sliding_animation(image, kernel, fmap, frames=40, interval=300, dpi=80):
     ax_in.imshow(image, cmap="gray_r")
     window = Rectangle((-0.5, -0.5), kw, kh, fill=False, edgecolor="tab:orange", lw=2.5)
     ax_in.add_patch(window)
-    ax_in.set_title(f"input ({image.shape[0]}×{image.shape[1]}) and {kh}×{kw} window",
-                    fontsize=11)
+    ax_in.set_title(f"input, {kh}×{kw} window", fontsize=14)
     shown = np.full(fmap.shape, np.nan)
     picture = ax_out.imshow(shown, cmap="RdBu_r", vmin=-lim, vmax=lim)
     ax_out.set_facecolor("#f4f4f4")
     pixel = Rectangle((-0.5, -0.5), 1, 1, fill=False, edgecolor="tab:orange", lw=2.5)
     ax_out.add_patch(pixel)
-    title = ax_out.set_title("", fontsize=11)
+    title = ax_out.set_title("", fontsize=14, family="monospace")
     for ax in (ax_in, ax_out):
         ax.set_xticks([])
         ax.set_yticks([])
-    fig.subplots_adjust(left=0.02, right=0.98, bottom=0.03, top=0.88, wspace=0.08)
+    fig.subplots_adjust(left=0.02, right=0.98, bottom=0.03, top=0.87, wspace=0.08)
 
     def draw(t):
         p = positions[t]
@@ -414,7 +409,7 @@ def sliding_animation(image, kernel, fmap, frames=40, interval=300, dpi=80):
         picture.set_data(shown)
         window.set_xy((j - 0.5, i - 0.5))
         pixel.set_xy((j - 0.5, i - 0.5))
-        title.set_text(f"feature map: ({i:2d}, {j:2d}) = {fmap[i, j]:+.2f}")
+        title.set_text(f"map[{i:2d},{j:2d}] = {fmap[i, j]:+.2f}")
         return picture, window, pixel, title
 
     anim = animation.FuncAnimation(fig, draw, frames=frames, interval=interval, blit=False)
@@ -429,6 +424,16 @@ _ICONS = {"fa fa-minus": "−", "fa fa-fast-backward": "⇤", "fa fa-step-backwa
           "fa fa-step-forward": "›", "fa fa-fast-forward": "⇥", "fa fa-plus": "+"}
 
 
+# On a narrow screen the player shrinks with its column instead of being cut off.
+_NARROW_SCREENS = """<style>
+.animation { max-width: 100%; }
+.animation img { max-width: 100%; height: auto; }
+input[type=range].anim-slider { max-width: 100%; }
+.anim-buttons button { max-width: 9.5%; }
+</style>
+"""
+
+
 def offline_jshtml(anim, default_mode="once"):
     """``anim.to_jshtml()`` with its frames embedded and nothing loaded from the network: the
     stylesheet link to a CDN is dropped and the icons it would draw become characters.
@@ -437,6 +442,7 @@ def offline_jshtml(anim, default_mode="once"):
     html = re.sub(r"<link[^>]*font-awesome[^>]*>", "", html)
     for css, char in _ICONS.items():
         html = html.replace(f'<i class="{css}"></i>', char)
+    html = _NARROW_SCREENS + html
     left = re.findall(r"(?:https?:)?//[\w.-]+\.\w+/", html)
     if left or "<i class=\"fa" in html:
         raise ValueError(f"offline_jshtml: the player still refers to the network: {left}")
