@@ -89,33 +89,33 @@ def dense_graph():
     nodes = {
         "x": (0.0, 1.5, "$x$\n$(N, D)$", "value"),
         "W": (0.0, -1.5, "$W$\n$(D, M)$", "param"),
-        "mm": (2.6, 0.0, "@", "op"),
-        "add": (5.4, 0.0, "+", "op"),
-        "b": (5.4, -2.3, "$b$\n$(M,)$", "param"),
-        "y": (7.7, 0.0, "$y$\n$(N, M)$", "value"),
-        "L": (10.3, 0.0, "loss $L$", "loss"),
+        "mm": (2.8, 0.0, "@", "op"),
+        "add": (5.8, 0.0, "+", "op"),
+        "b": (5.8, -2.3, "$b$\n$(M,)$", "param"),
+        "y": (8.4, 0.0, "$y$\n$(N, M)$", "value"),
+        "L": (11.7, 0.0, "loss $L$", "loss"),
     }
     back = dict(color=BACKWARD, offset=0.2, label_dist=0.5)
     edges = [
         ("x", "mm", {}), ("W", "mm", {}),
         ("mm", "add", dict(label="$xW$  $(N, M)$", label_dist=0.3)),
         ("b", "add", {}), ("add", "y", {}),
-        ("y", "L", dict(ls="--", label="rest of\nthe network", label_dist=0.45)),
+        ("y", "L", dict(ls="--", label="rest of\nthe network", label_dist=0.85)),
         ("L", "y", dict(back, label="$G = \\partial L / \\partial y$\n$(N, M)$",
                         label_dist=0.65)),
         ("y", "add", dict(back, label="$G$")),
         ("add", "mm", dict(back, label="$G$")),
         ("add", "b", dict(back, label="$\\partial L / \\partial b$ = sum of\nthe rows of $G$, $(M,)$",
-                          label_dist=1.3, label_shift=0.45)),
+                          label_dist=2.2, label_shift=1.3)),
         ("mm", "x", dict(back, offset=-0.2, label="$\\partial L / \\partial x = G W^\\top$"
                          "\n$(N, D)$", label_dist=-0.75, label_shift=0.2)),
         ("mm", "W", dict(back, label="$\\partial L / \\partial W = x^\\top G$\n$(D, M)$",
                          label_dist=0.75, label_shift=0.2)),
     ]
-    fig, ax = plt.subplots(figsize=(7.2, 3.6))
-    draw_graph(ax, nodes, edges, xlim=(-0.8, 11.0), ylim=(-3.0, 2.4))
-    ax.text(11.0, -2.3, "forward: values", color=FORWARD, ha="right", fontsize=10)
-    ax.text(11.0, -2.8, "backward: gradients", color=BACKWARD, ha="right", fontsize=10)
+    fig, ax = plt.subplots(figsize=(6.8, 3.3))
+    draw_graph(ax, nodes, edges, xlim=(-0.9, 12.6), ylim=(-3.0, 2.4), fontsize=13)
+    ax.text(12.6, 2.1, "forward: values", color=FORWARD, ha="right", fontsize=12)
+    ax.text(12.6, 1.6, "backward: gradients", color=BACKWARD, ha="right", fontsize=12)
     fig.tight_layout(pad=0.2)
     return fig
 
@@ -129,23 +129,24 @@ def batchnorm_graph(m=3):
     rows = [gap * (m - 1 - i) for i in range(m)]           # height of example i's row
     shared = rows[0] - gap / 2 if m > 1 else rows[0] + gap / 2
     nodes = {"mu": (1.6, shared, "$\\mu$  (1)", "shared"),
-             "v": (4.8, shared, "$v$  (3)", "shared"),
-             "s": (6.3, shared, "$s$  (4)", "shared"),
-             "gamma": (9.1, rows[0] + 1.0, "$\\gamma$", "param"),
-             "beta": (9.1, rows[-1] - 1.0, "$\\beta$", "param")}
+             "v": (4.7, shared, "$v$  (3)", "shared"),
+             "s": (6.5, shared, "$s$  (4)", "shared"),
+             "gamma": (9.5, rows[0] + 1.0, "$\\gamma$", "param"),
+             "beta": (9.5, rows[-1] - 1.0, "$\\beta$", "param")}
     edges = [("v", "s", {})]
     for i, y in enumerate(rows, start=1):
         nodes[f"x{i}"] = (0.0, y, f"$x_{i}$", "value")
         nodes[f"c{i}"] = (3.2, y, f"$c_{i}$  (2)", "value")
-        nodes[f"h{i}"] = (7.7, y, f"$\\hat{{x}}_{i}$  (5)", "value")
-        nodes[f"y{i}"] = (10.7, y, f"$y_{i}$  (6)", "value")
+        nodes[f"h{i}"] = (8.0, y, f"$\\hat{{x}}_{i}$  (5)", "value")
+        nodes[f"y{i}"] = (11.1, y, f"$y_{i}$  (6)", "value")
         edges += [(f"x{i}", "mu", {}), (f"x{i}", f"c{i}", {}), ("mu", f"c{i}", {}),
                   (f"c{i}", "v", {}), (f"c{i}", f"h{i}", {}), ("s", f"h{i}", {}),
                   (f"h{i}", f"y{i}", {}), ("gamma", f"y{i}", {}), ("beta", f"y{i}", {})]
     for _, _, opt in edges:
         opt.update(lw=1.1)
-    fig, ax = plt.subplots(figsize=(7.4, 4.5))
-    draw_graph(ax, nodes, edges, xlim=(-0.6, 11.5), ylim=(rows[-1] - 1.5, rows[0] + 1.5))
+    fig, ax = plt.subplots(figsize=(6.8, 4.2))
+    draw_graph(ax, nodes, edges, xlim=(-0.6, 12.0), ylim=(rows[-1] - 1.5, rows[0] + 1.5),
+               fontsize=12)
     fig.tight_layout(pad=0.2)
     return fig
 
