@@ -60,7 +60,12 @@ test-lab: $(VENV)/.installed-lab $(VENV)/.installed-browser
 
 # Each chapter as a plain notebook, notebooks/NN-name.ipynb, rewritten when its .md changed.
 CHAPTERS := $(wildcard book/*.md)
-notebooks: $(CHAPTERS:book/%.md=notebooks/%.ipynb)
+notebooks: $(CHAPTERS:book/%.md=notebooks/%.ipynb) notebooks/figures.py
+
+# The chapters' figure cells import book/figures.py from their own folder.
+notebooks/figures.py: book/figures.py
+	@mkdir -p notebooks
+	cp $< $@
 
 notebooks/%.ipynb: book/%.md | $(VENV)/.installed-test
 	@mkdir -p notebooks
