@@ -555,6 +555,8 @@ def error_message(content: dict) -> str:
 def _death_text(code) -> str:
     if code is None:
         return "the kernel died"
+    if 128 < code < 128 + 65:            # the sandbox reports a signal as 128 + its number
+        code = 128 - code
     if code < 0:
         try:
             name = signal.Signals(-code).name

@@ -47,7 +47,8 @@ def main(argv):
                         ("fsize", resource.RLIMIT_FSIZE)):
         if limits.get(key):
             value = int(limits[key])
-            resource.setrlimit(rlimit, (value, value))
+            # processor time: SIGXCPU at the limit (its name says why), SIGKILL 2 s later
+            resource.setrlimit(rlimit, (value, value + 2 if key == "cpu" else value))
     if limits.get("procs"):
         value = processes_of_this_user() + int(limits["procs"])
         resource.setrlimit(resource.RLIMIT_NPROC, (value, value))
