@@ -289,6 +289,7 @@ class Plan:
     notes: list
     flags: list
     solution: set                             # indices of student-written cells
+    answers: set                              # of those, the solution cells (always run)
     locked: set                               # indices of graded and locked cells
     imported: set                             # (name, module, attr) the reference imports
 
@@ -441,7 +442,10 @@ def prepare(nb, path, reference=None) -> Plan:
             if not ref_mentions:
                 flags.append(f"code cell {index} ({_cell_key(nb.cells[index]) or 'added'}) uses "
                              f"cnn_lessons, the installed answer key")
-    return Plan(nb, plan, decided, order, notes, flags, solution, locked, imported)
+    answers = {i for i in solution
+               if (nbgrader_meta(nb.cells[i]) or {}).get("solution")
+               and (reference is None or _cell_key(nb.cells[i]) in solution_ids)}
+    return Plan(nb, plan, decided, order, notes, flags, solution, answers, locked, imported)
 
 
 # --------------------------------------------------------------------------------------------
@@ -479,9 +483,83 @@ def _analyse(source: str, imports: set[str]):
             node = node.value
         return node.id if isinstance(node, ast.Name) else None
 
+    class Reads(ast.NodeVisitor):
+        """The names the cell reads before it binds them itself (in evaluation order)."""
+
+        def __init__(self):
+            self.bound = set()
+
+        def visit_Name(self, node):
+            if isinstance(node.ctx, ast.Load):
+                if node.id not in self.bound:
+                    uses.add(node.id)
+            else:
+                self.bound.add(node.id)
+
+        def visit_Assign(self, node):
+            self.visit(node.value)
+            for target in node.targets:
+                self.visit(target)
+
+        def visit_AugAssign(self, node):
+            self.visit(node.value)
+            name = base(node.target)
+            if name and name not in self.bound:
+                uses.add(name)
+            self.visit(node.target)
+
+        def visit_AnnAssign(self, node):
+            if node.value is not None:
+                self.visit(node.value)
+            self.visit(node.target)
+
+        def visit_For(self, node):
+            self.visit(node.iter)
+            self.visit(node.target)
+            for child in node.body + node.orelse:
+                self.visit(child)
+
+        def _function(self, node):
+            name = getattr(node, "name", None)          # a lambda has none
+            outer = set(self.bound) | ({name} if name else set())
+            self.bound = outer | {a.arg for a in ast.walk(node.args) if isinstance(a, ast.arg)}
+            for child in ast.iter_child_nodes(node):
+                self.visit(child)
+            self.bound = outer
+
+        visit_FunctionDef = visit_AsyncFunctionDef = visit_Lambda = _function
+
+        def visit_ClassDef(self, node):
+            for child in node.bases + node.keywords + node.decorator_list:
+                self.visit(child)
+            self.bound.add(node.name)
+            for child in node.body:
+                self.visit(child)
+
+        def _comprehension(self, node):
+            outer = set(self.bound)
+            for generator in node.generators:
+                self.visit(generator.iter)
+                self.visit(generator.target)
+                for condition in generator.ifs:
+                    self.visit(condition)
+            for part in ("elt", "key", "value"):
+                if hasattr(node, part):
+                    self.visit(getattr(node, part))
+            self.bound = outer
+
+        visit_ListComp = visit_SetComp = visit_GeneratorExp = visit_DictComp = _comprehension
+
+        def visit_Import(self, node):
+            for alias in node.names:
+                self.bound.add(alias.asname or alias.name.split(".")[0])
+
+        visit_ImportFrom = visit_Import
+
+    Reads().visit(tree)
     for node in ast.walk(tree):
-        if isinstance(node, ast.Name):
-            (defines if isinstance(node.ctx, (ast.Store, ast.Del)) else uses).add(node.id)
+        if isinstance(node, ast.Name) and isinstance(node.ctx, (ast.Store, ast.Del)):
+            defines.add(node.id)
         elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
             defines.add(node.name)
         elif isinstance(node, (ast.Import, ast.ImportFrom)):
@@ -494,6 +572,7 @@ def _analyse(source: str, imports: set[str]):
             name = base(node)
             if name:
                 defines.add(name)
+                uses.add(name)
         elif isinstance(node, ast.Call):
             # a call may change what it is given, and a method may change its object
             if isinstance(node.func, ast.Attribute):
@@ -916,7 +995,7 @@ def grade_notebook(path, *, reference=None, timeout: float = 60, total_timeout: 
     plan = prepare(read_notebook(path), path, reference)
     sandboxed = _use_sandbox(options)
     graded_index = {index: grade_id for grade_id, (index, _) in plan.graded.items()}
-    always = set(plan.locked) | set(plan.solution) | set(graded_index)
+    always = set(plan.locked) | set(plan.answers) | set(graded_index)
     code = [i for i, c in enumerate(plan.nb.cells) if c.cell_type == "code" and c.source.strip()]
     indices = code if options.run_all else needed_cells(plan.nb, always)
     skipped = len(code) - len(indices)

@@ -460,3 +460,26 @@ def test_feedback_files_and_a_gradebook_that_regrading_updates(tiny, tmp_path):
     rows = {Path(r["submission"]).name: r for r in __import__("csv").DictReader(book.open())}
     assert (rows["ada.ipynb"]["score"], rows["bob.ipynb"]["score"]) == ("4", "2")
     assert len(rows) == 2 and ada.exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# Independent points: a mistake costs its own exercise
+
+@slow
+def test_chapter_9_a_forward_bug_costs_the_forward_check_not_the_backward_one(tmp_path):
+    student, teacher = make_assignment(ROOT / "book" / "09-regularization.md", tmp_path / "r")
+    solved = {c.metadata["nbgrader"]["grade_id"]: c.source
+              for c in nbformat.read(teacher, as_version=4).cells
+              if c.metadata.get("nbgrader", {}).get("solution")}
+    buggy = solved["reg-bn-forward"].replace("var = (xc * xc).mean(axis=0)",
+                                             "var = (xc * xc).sum(axis=0) / (len(x) - 1)")
+    assert buggy != solved["reg-bn-forward"]
+    sources = {key.replace("-", "_"): source for key, source in solved.items()}
+    sources["reg_bn_forward"] = buggy
+    path = hand_in(tmp_path / "in", "cy.ipynb", student, **sources)
+    result = grade.grade_notebook(path, reference=student)
+    status = {c.grade_id: c.status for c in result.cells}
+    assert status["reg-bn-forward-check"] == "failed"
+    assert status["reg-bn-backward-check"] == "passed"         # the backward is right
+    assert status["reg-dropout-forward-check"] == status["reg-dropout-harness"] == "passed"
+    assert result.max_score - result.score == 1 + 2            # its exercise and the harness
