@@ -475,7 +475,9 @@ def write_notebook(nb, path: Path) -> None:
 
 def default_teacher_dir(out_dir) -> Path:
     """``DIR-teacher`` beside ``DIR``: where the teacher's notebooks go by default."""
-    out = Path(out_dir).resolve()
+    out = Path(out_dir)
+    if out.name in ("", ".", ".."):
+        out = out.resolve()
     if out.parent == out:
         raise AssignmentError(f"{out_dir}: give the teacher's folder with --teacher-out")
     return out.parent / f"{out.name}-teacher"
