@@ -426,8 +426,9 @@ def prepare(nb, path, reference=None) -> Plan:
     graded_code = {i for i, _ in plan.values()} | {
         i for i in solution if reference is None or _cell_key(nb.cells[i]) in solution_ids}
     relevant = set()
-    for index in graded_code:
-        relevant |= grade_probe.used_names(nb.cells[index].source)
+    for index in graded_code:                    # the names they read from other cells
+        analysis = _analyse(nb.cells[index].source, set())
+        relevant |= analysis[1] if analysis else grade_probe.used_names(nb.cells[index].source)
     for index in sorted(solution):
         source = nb.cells[index].source
         if index not in graded_code and not (grade_probe.defined_names(source) & relevant):
