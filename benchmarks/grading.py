@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import os
 import tempfile
 import time
@@ -84,12 +85,9 @@ def main() -> None:
         print(f"\n2. a batch of {len(batch)} submissions ({args.per_chapter} per chapter), "
               f"{args.jobs} at once")
         start = time.monotonic()
-        by_reference = {}
-        for path, reference in batch:
-            by_reference.setdefault(reference, []).append(path)
-        results = []
-        for reference, paths in by_reference.items():
-            results += grade.grade_many(paths, reference, options, args.jobs)
+        with concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
+            results = list(pool.map(lambda job: grade.grade_in_worker(job[0], job[1], options),
+                                    batch))
         wall = time.monotonic() - start
         problems = [r for r in results if not isinstance(r, grade.Grade) or r.problem]
         per_minute = len(batch) / wall * 60

@@ -396,6 +396,7 @@ def prepare(nb, path, reference=None) -> Plan:
                     grade_id, 0.0, points, "tampered",
                     "the cell was edited after release (checksum mismatch); "
                     "grade with --reference to restore it")
+                flags.append(f"graded cell {grade_id} was edited after release")
             elif not stored:
                 notes.append(f"{grade_id}: no checksum to tell whether it was edited")
         recorded = manifest(nb)
@@ -1009,7 +1010,10 @@ def grade_notebook(path, *, reference=None, timeout: float = 60, total_timeout: 
     graded_uses = set()
     for index in graded_index:
         graded_uses |= grade_probe.used_names(plan.nb.cells[index].source)
-    imported = {entry for entry in plan.imported if entry[0] in graded_uses}
+    imported = {entry for entry in plan.imported
+                if entry[0] in graded_uses and entry[0] not in student_names}
+    if options.kernel_name:              # another interpreter: its files are not the grader's
+        names = []
     state = {"baseline": None, "bad": {}, "clean": True}
 
     async def checker(when, index):
@@ -1437,6 +1441,12 @@ def main(argv=None) -> int:
         return 2
 
     def show(i, result):
+        try:
+            write(i, result)
+        except BrokenPipeError:          # the reader went away (| head): keep grading quietly
+            sys.stdout = open(os.devnull, "w")
+
+    def write(i, result):
         if isinstance(result, UnusableInput):
             print(f"{PROG}: error: {result}", file=sys.stderr, flush=True)
         elif args.json:

@@ -5,8 +5,9 @@ from :mod:`checks.grade_launch` (resource limits, killed with its grader) in a p
 that holds only a copy of the submission, with a minimal environment (no variable of the
 teacher's).  When bubblewrap (``bwrap``) is installed and works, the kernel runs inside it:
 
-- the system (``/usr``, ``/etc``, ...), Python and the two packages read-only, nothing else of
-  the machine: not the teacher's home, not the class folder, not the other submissions;
+- the system (``/usr`` and the few files of ``/etc`` that programs need), Python and the two
+  packages read-only, nothing else of the machine: not the rest of the teacher's home, not the
+  class folder, not the other submissions;
 - its own PID namespace (it cannot see or signal the grader or any other process), no network,
   a private ``/tmp`` and ``/dev``, a new session (no terminal to write into);
 - the submission's private folder as its home and working directory, writable;
@@ -90,7 +91,10 @@ def _package_dirs() -> list[Path]:
     return sorted(dirs)
 
 
-SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc")
+SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
+# Of /etc only what programs need to start (no secrets: the kernel may run as root inside).
+ETC_FILES = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "localtime", "passwd", "group",
+             "nsswitch.conf", "hosts", "alternatives", "fonts", "mime.types")
 
 
 def kernel_environment(work: Path, sandboxed: bool) -> dict[str, str]:
@@ -120,6 +124,9 @@ def kernel_command(work: Path, connection_dir: Path, limits: Limits, sandboxed: 
     for system in SYSTEM_DIRS:
         if os.path.exists(system):
             box += ["--ro-bind", system, system]
+    for name in ETC_FILES:
+        if os.path.exists(f"/etc/{name}"):
+            box += ["--ro-bind", f"/etc/{name}", f"/etc/{name}"]
     for folder in _package_dirs():
         box += ["--ro-bind", str(folder), str(folder)]
     data = env.get("CNN_LESSONS_DATA")
