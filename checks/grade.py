@@ -559,7 +559,27 @@ def _analyse(source: str, imports: set[str]):
         visit_ImportFrom = visit_Import
 
     Reads().visit(tree)
+
+    def module_level(root):
+        """The nodes that run when the cell runs, not those inside a def, lambda or class
+        body (their names are local) or a comprehension."""
+        todo = [root]
+        while todo:
+            node = todo.pop()
+            yield node
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda,
+                                 ast.ClassDef, ast.ListComp, ast.SetComp, ast.DictComp,
+                                 ast.GeneratorExp)):
+                if not isinstance(node, (ast.Lambda, ast.ListComp, ast.SetComp,
+                                         ast.DictComp, ast.GeneratorExp)):
+                    todo += node.decorator_list
+                continue
+            todo += list(ast.iter_child_nodes(node))
+
     for node in ast.walk(tree):
+        if isinstance(node, ast.Global):
+            defines.update(node.names)
+    for node in module_level(tree):
         if isinstance(node, ast.Name) and isinstance(node.ctx, (ast.Store, ast.Del)):
             defines.add(node.id)
         elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
