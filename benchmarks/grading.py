@@ -9,6 +9,11 @@
    the solution with one exercise stubbed again, in turn) is graded with ``--jobs`` workers:
    the wall time, the notebooks per minute, and the time that rate gives for 200 students x
    10 chapters.
+
+Wall times depend on what else the machine runs, so the script also prints the load average
+and the processor time that grading used (grading processes and kernels, from
+``getrusage(RUSAGE_CHILDREN)``): processor seconds per notebook divided by the cores is the
+time a notebook costs on an otherwise idle machine.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import os
+import resource
 import tempfile
 import time
 from pathlib import Path
@@ -28,6 +34,11 @@ from checks.assign import make_assignment
 ROOT = Path(__file__).resolve().parents[1]
 CHAPTERS = ["01-gradcheck", "02-dense", "03-activations", "04-losses", "05-optimizers",
             "06-conv", "07-pooling", "08-flatten", "09-regularization", "10-cnn-mnist"]
+
+
+def children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def submissions(student: Path, teacher: Path, folder: Path, count: int) -> list[Path]:
@@ -62,20 +73,21 @@ def main() -> None:
     args = parser.parse_args()
     options = grade.Options(timeout=60, total_timeout=600)
     sandboxed = grade_sandbox.sandbox_wanted() and grade_sandbox.sandbox_available()
-    print(f"cores: {os.cpu_count()}, jobs: {args.jobs}, sandboxed: {sandboxed}")
+    print(f"cores: {os.cpu_count()}, jobs: {args.jobs}, sandboxed: {sandboxed}, "
+          f"load average: {os.getloadavg()[0]:.1f}")
     with tempfile.TemporaryDirectory() as scratch:
         work = Path(scratch)
         made = {}
         for name in CHAPTERS:
             student, teacher = make_assignment(ROOT / "book" / f"{name}.md", work / name)
             made[name] = (student, teacher)
-        print("\n1. each chapter's solution, graded alone (seconds, wall clock)")
+        print("\n1. each chapter's solution, graded alone (wall clock; processor time)")
         for name, (student, teacher) in made.items():
-            start = time.monotonic()
+            start, cpu = time.monotonic(), children_cpu()
             result = grade.grade_in_worker(teacher, student, options)
             seconds = time.monotonic() - start
-            print(f"   {name:18} {seconds:5.1f} s  {grade.fmt(result.score)} / "
-                  f"{grade.fmt(result.max_score)}")
+            print(f"   {name:18} {seconds:5.1f} s; {children_cpu() - cpu:5.1f} s  "
+                  f"{grade.fmt(result.score)} / {grade.fmt(result.max_score)}")
         batch = []
         for name, (student, teacher) in made.items():
             folder = work / "class" / name
@@ -84,7 +96,7 @@ def main() -> None:
                                                          args.per_chapter)]
         print(f"\n2. a batch of {len(batch)} submissions ({args.per_chapter} per chapter), "
               f"{args.jobs} at once")
-        start = time.monotonic()
+        start, cpu = time.monotonic(), children_cpu()
         with concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
             results = list(pool.map(lambda job: grade.grade_in_worker(job[0], job[1], options),
                                     batch))
@@ -93,8 +105,13 @@ def main() -> None:
         per_minute = len(batch) / wall * 60
         print(f"   {wall:.0f} s for {len(batch)} notebooks: {per_minute:.1f} per minute, "
               f"{len(problems)} not graded")
+        cpu = children_cpu() - cpu
         print(f"   200 students x 10 chapters = 2000 notebooks at that rate: "
               f"{2000 / per_minute:.0f} min")
+        print(f"   processor time: {cpu:.0f} s, {cpu / len(batch):.2f} s per notebook; on an "
+              f"idle machine with {os.cpu_count()} cores, 2000 notebooks: "
+              f"{2000 * cpu / len(batch) / (os.cpu_count() or 1) / 60:.0f} min")
+        print(f"   load average at the end: {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":

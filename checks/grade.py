@@ -830,6 +830,13 @@ class Runner:
         try:
             if kc is not None:
                 kc.stop_channels()
+            if km is not None and not self.killed_because:
+                # asked first, so that the sandbox ends in order (and its processor time is
+                # counted); whatever is left a moment later is killed
+                km.shutdown_wait_time = 2
+                await asyncio.wait_for(km.shutdown_kernel(now=False), 5)
+        except Exception:
+            pass
         finally:
             self._kill_tree()
             if km is not None:
@@ -1497,6 +1504,14 @@ def main(argv=None) -> int:
         except (UnusableInput, OSError) as err:
             print(f"{PROG}: error: {err}", file=sys.stderr)
             status = 2
+    try:
+        _summary(args, grades, reference)
+    except BrokenPipeError:
+        sys.stdout = open(os.devnull, "w")
+    return status
+
+
+def _summary(args, grades, reference) -> None:
     if not args.json:
         if len(grades) > 1:
             body = [[g.path, "not graded" if g.problem else
@@ -1513,7 +1528,6 @@ def main(argv=None) -> int:
         if grades and not all(g.sandboxed for g in grades):
             print("\nNot sandboxed: bubblewrap (bwrap) is not installed or was turned off; "
                   "install it (Debian package bubblewrap) before grading a class.")
-    return status
 
 
 if __name__ == "__main__":
