@@ -968,6 +968,7 @@ class Runner:
         index)`` (a coroutine) probes the kernel around each graded cell."""
         outcomes, ran = {}, []
         await self.start()
+        self.deadline = time.monotonic() + self.total_timeout   # from a running kernel on
         try:
             if checker is not None:
                 await checker("start", None)

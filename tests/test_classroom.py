@@ -423,11 +423,11 @@ def test_edited_graded_cells_tampered_restored_or_missing(tiny, tmp_path):
 
 
 def test_the_notebook_time_limit_marks_the_rest_not_run(tiny, tmp_path):
-    path = submission(tmp_path, tiny[1], after_tiny_double_check="import time\ntime.sleep(30)")
+    path = submission(tmp_path, tiny[1], after_tiny_double_check="import time\ntime.sleep(120)")
     start = time.monotonic()
-    result = grade.grade_notebook(path, options=grade.Options(timeout=20, total_timeout=3,
+    result = grade.grade_notebook(path, options=grade.Options(timeout=100, total_timeout=8,
                                                               run_all=True))
-    assert time.monotonic() - start < 15
+    assert time.monotonic() - start < 60
     assert statuses(result) == {"tiny-double-check": ("passed", 1),
                                 "tiny-scale-check": ("not-run", 0),
                                 "tiny-numpy-check": ("not-run", 0)}
