@@ -1507,10 +1507,15 @@ def main(argv=None) -> int:
 
     import threading
     lock = threading.Lock()
+    waiting, shown = {}, [0]
 
     def locked_show(i, result):
+        # reports come out in the order of the submissions, each as soon as it can
         with lock:
-            show(i, result)
+            waiting[i] = result
+            while shown[0] in waiting:
+                show(shown[0], waiting.pop(shown[0]))
+                shown[0] += 1
 
     results = grade_many(found, reference, options, args.jobs, on_result=locked_show)
     grades = [r for r in results if isinstance(r, Grade)]
