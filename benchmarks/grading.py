@@ -11,9 +11,9 @@
    10 chapters.
 
 Wall times depend on what else the machine runs, so the script also prints the load average
-and the processor time that grading used (grading processes and kernels, from
-``getrusage(RUSAGE_CHILDREN)``): processor seconds per notebook divided by the cores is the
-time a notebook costs on an otherwise idle machine.
+and the processor time that grading used (``getrusage(RUSAGE_CHILDREN)``; without the sandbox
+it includes the kernels): processor seconds per notebook divided by the cores is the time a
+notebook costs on an otherwise idle machine.
 """
 
 from __future__ import annotations
@@ -108,9 +108,13 @@ def main() -> None:
         cpu = children_cpu() - cpu
         print(f"   200 students x 10 chapters = 2000 notebooks at that rate: "
               f"{2000 / per_minute:.0f} min")
-        print(f"   processor time: {cpu:.0f} s, {cpu / len(batch):.2f} s per notebook; on an "
-              f"idle machine with {os.cpu_count()} cores, 2000 notebooks: "
-              f"{2000 * cpu / len(batch) / (os.cpu_count() or 1) / 60:.0f} min")
+        if sandboxed:                  # the sandbox's kernels are not our waited children
+            print(f"   processor time of the grading processes: {cpu:.0f} s (the kernels in "
+                  f"the sandbox are not counted; CHECKS_GRADE_SANDBOX=off counts them)")
+        else:
+            print(f"   processor time: {cpu:.0f} s, {cpu / len(batch):.2f} s per notebook; on "
+                  f"an idle machine with {os.cpu_count()} cores, 2000 notebooks: "
+                  f"{2000 * cpu / len(batch) / (os.cpu_count() or 1) / 60:.0f} min")
         print(f"   load average at the end: {os.getloadavg()[0]:.1f}")
 
 

@@ -1059,11 +1059,15 @@ def grade_notebook(path, *, reference=None, timeout: float = 60, total_timeout: 
                 if entry[0] in graded_uses and entry[0] not in student_names}
     if options.kernel_name:              # another interpreter: its files are not the grader's
         names = []
+    # before a graded cell, the harness, numpy and the builtins; after it, also IPython's and
+    # the kernel's classes (a change to those lasts, and the probe after the cell sees it)
+    cheap_names = [n for n in names
+                   if not n.startswith(("IPython.", "ipykernel.", "jupyter_client."))]
     state = {"baseline": None, "bad": {}, "clean": True}
 
     async def checker(when, index):
-        report, trouble = await runner.probe(names if when != "start" else [],
-                                             student_names, imported,
+        wanted = {"start": [], "before": cheap_names}.get(when, names)
+        report, trouble = await runner.probe(wanted, student_names, imported,
                                              behaviour=when == "after")
         problems = [trouble] if trouble else []
         if report is not None:
