@@ -10,14 +10,21 @@ convention (the book hides the two lines; see ``book/_ext/solution_markers.py``)
 
 That cell carries nbgrader metadata ``{solution: true, grade: false, ...}``, and the cells that
 test it are *graded* cells ``{grade: true, locked: true, points: N, ...}``.  From one chapter
-:func:`make_assignment` writes two notebooks into ``DIR``:
+:func:`make_assignment` writes two notebooks, into two folders, so that the folder handed out
+never holds an answer:
 
-- ``<chapter>.ipynb``, the **student's**: every solution region replaced by a stub at the same
+- ``DIR/<chapter>.ipynb``, the **student's**: every solution region replaced by a stub at the same
   indentation, ``# YOUR CODE HERE`` and ``raise NotImplementedError("Write the forward pass of
   DenseLayer here; ...")``, the code around it kept; the answers of the exercises
   (sphinx-exercise ``{solution}`` blocks and ``{solution-start}`` ... ``{solution-end}``
   sections, their code cells included) removed; a first cell saying how to check your work.
-- ``<chapter>-solution.ipynb``, the **teacher's**: the marker lines removed, everything else kept.
+- ``TEACHER_DIR/<chapter>-solution.ipynb``, the **teacher's** (``--teacher-out``, by default the
+  folder ``DIR-teacher`` beside ``DIR``): the marker lines removed, everything else kept.
+
+Each notebook records in its metadata (``checks``) whether it is the student's or the teacher's,
+its chapter and its graded cells with their points: ``python -m checks grade`` skips teacher
+notebooks, names a notebook of the wrong chapter and flags graded cells that disappeared.
+A chapter is never overwritten: an output path that is one of the chapters given is refused.
 
 In both, outputs are cleared, graded cells are locked (``editable: false``, ``deletable:
 false``) and carry an nbgrader-compatible ``checksum`` of their source, so that
@@ -353,9 +360,12 @@ def _check(path: Path, nb) -> int:
                 raise AssignmentError(f"{where}: grade_id {grade_id!r} already used by cell "
                                       f"{ids[grade_id]}")
             ids[grade_id] = index
-            if meta.get("grade") and not isinstance(meta.get("points"), (int, float)):
-                raise AssignmentError(f"{where}: a graded cell needs points, "
-                                      f"got {meta.get('points')!r}")
+            points = meta.get("points")
+            if meta.get("grade") and (isinstance(points, bool)
+                                      or not isinstance(points, (int, float))
+                                      or not 0 <= points <= 1000):    # NaN fails too
+                raise AssignmentError(f"{where}: a graded cell needs points from 0 to 1000, "
+                                      f"got {points!r}")
     return count
 
 
@@ -397,13 +407,17 @@ pass with finite differences and tries to overfit one example through your layer
 def teacher_note(name: str) -> str:
     return f"""\
 **Teacher's version** of `{name}`: the solutions are in place and the answers to the exercises
-are kept. Hand out `{name}.ipynb`, not this file. Graded check cells are the same in both, so
-this notebook scores full marks with `python -m checks grade {name}-solution.ipynb`."""
+are kept. Hand out `{name}.ipynb`, not this file, and keep this one out of the students'
+folder. Graded check cells are the same in both, so this notebook scores full marks with
+`python -m checks grade --include-teacher {name}-solution.ipynb --reference {name}-solution.ipynb`."""
 
 
-def _finish(nb, name: str, note: str):
-    """Clear outputs, lock graded cells, set deterministic ids, add the note as first cell."""
+def _finish(nb, name: str, note: str, role: str):
+    """Clear outputs, lock graded cells, set deterministic ids, add the note as first cell,
+    record the role, the chapter and the graded cells in the notebook's metadata."""
     nb.metadata.pop("jupytext", None)
+    nb.metadata["checks"] = {"role": role, "chapter": name,
+                             "graded": {grade_id: points for grade_id, points in _graded(nb)}}
     nb.nbformat, nb.nbformat_minor = 4, 5
     used = set()
     for index, cell in enumerate(nb.cells):
@@ -440,7 +454,8 @@ def student_notebook(path: Path, nb, *, keep_solutions: bool = False):
             if any(words in cell.source for words in MARKER_WORDS):
                 raise AssignmentError(f"{path}: cell {index} of the student's notebook still "
                                       f"contains the words of a solution marker")
-    return _finish(nb, path.stem, student_note(path.stem, _graded(nb)))
+    return _finish(nb, path.stem, student_note(path.stem, _graded(nb)),
+                   "nbgrader-source" if keep_solutions else "student")
 
 
 def teacher_notebook(path: Path, nb):
@@ -449,7 +464,7 @@ def teacher_notebook(path: Path, nb):
     for index, cell in enumerate(nb.cells):
         if cell.cell_type == "code":
             cell.source = remove_markers(cell.source, _where(path, index, cell))
-    return _finish(nb, path.stem, teacher_note(path.stem))
+    return _finish(nb, path.stem, teacher_note(path.stem), "teacher")
 
 
 def write_notebook(nb, path: Path) -> None:
@@ -458,14 +473,48 @@ def write_notebook(nb, path: Path) -> None:
         nbformat.write(nb, f)
 
 
-def make_assignment(chapter, out_dir, *, nbgrader: bool = False) -> list[Path]:
-    """Write the student's and the teacher's notebooks of ``chapter`` into ``out_dir``.
+def default_teacher_dir(out_dir) -> Path:
+    """``DIR-teacher`` beside ``DIR``: where the teacher's notebooks go by default."""
+    out = Path(out_dir)
+    if out.name in ("", ".", ".."):
+        out = out.resolve()
+    if out.parent == out:
+        raise AssignmentError(f"{out_dir}: give the teacher's folder with --teacher-out")
+    return out.parent / f"{out.name}-teacher"
 
-    Returns the paths written: ``[DIR/<chapter>.ipynb, DIR/<chapter>-solution.ipynb]``, or with
-    ``nbgrader=True`` ``[DIR/<chapter>.ipynb]``, the nbgrader source notebook (solutions kept
-    between their marker lines, exercise answers removed).
+
+def _inside(path: Path, folder: Path) -> bool:
+    path, folder = path.resolve(), folder.resolve()
+    return path == folder or folder in path.parents
+
+
+def make_assignment(chapter, out_dir, *, nbgrader: bool = False, teacher_dir=None,
+                    protect=()) -> list[Path]:
+    """Write the student's notebook of ``chapter`` into ``out_dir`` and the teacher's into
+    ``teacher_dir`` (default :func:`default_teacher_dir`).
+
+    Returns the paths written: ``[DIR/<chapter>.ipynb, TEACHER_DIR/<chapter>-solution.ipynb]``,
+    or with ``nbgrader=True`` ``[DIR/<chapter>.ipynb]``, the nbgrader source notebook (solutions
+    kept between their marker lines, exercise answers removed).  A path to write that is the
+    chapter itself or one of ``protect`` is refused, and so is a teacher's folder inside
+    ``out_dir`` (the students would get the answers).
     """
     chapter, out_dir = Path(chapter), Path(out_dir)
+    student = out_dir / f"{chapter.stem}.ipynb"
+    teacher_dir = Path(teacher_dir) if teacher_dir is not None else (
+        None if nbgrader else default_teacher_dir(out_dir))
+    teacher = teacher_dir / f"{chapter.stem}-solution.ipynb" if teacher_dir else None
+    if teacher_dir is not None and _inside(teacher_dir, out_dir):
+        raise AssignmentError(f"{teacher_dir}: the teacher's folder must not be the students' "
+                              f"folder {out_dir} or inside it (the answers would be handed out)")
+    for target in (student, teacher):
+        if target is None:
+            continue
+        for source in (chapter, *map(Path, protect)):
+            if target.resolve() == source.resolve() or (
+                    target.exists() and source.exists() and target.samefile(source)):
+                raise AssignmentError(f"{target}: would overwrite the chapter {source}; "
+                                      f"choose another --out")
     nb = read_chapter(chapter)
     if _check(chapter, nb) == 0:
         raise AssignmentError(f"{chapter}: no solution region ({BEGIN!r} ... {END!r} in a "
@@ -473,11 +522,9 @@ def make_assignment(chapter, out_dir, *, nbgrader: bool = False) -> list[Path]:
     if not _graded(nb):
         raise AssignmentError(f"{chapter}: no graded cell (nbgrader metadata with grade: true): "
                               f"nothing to grade the student's code with")
-    student = out_dir / f"{chapter.stem}.ipynb"
     if nbgrader:
         write_notebook(student_notebook(chapter, nb, keep_solutions=True), student)
         return [student]
-    teacher = out_dir / f"{chapter.stem}-solution.ipynb"
     write_notebook(student_notebook(chapter, nb), student)
     write_notebook(teacher_notebook(chapter, nb), teacher)
     return [student, teacher]
@@ -497,12 +544,16 @@ def main(argv=None) -> int:
         prog=PROG,
         description="Make a classroom assignment from a chapter: DIR/<chapter>.ipynb for the "
                     "students (solutions replaced by stubs that raise NotImplementedError, "
-                    "exercise answers removed, graded cells locked) and "
-                    "DIR/<chapter>-solution.ipynb for the teacher.",
+                    "exercise answers removed, graded cells locked) and, in a separate folder, "
+                    "<chapter>-solution.ipynb for the teacher.",
         epilog="Exit status: 0 written, 2 a chapter that cannot be assigned.")
     parser.add_argument("chapters", nargs="+", metavar="CHAPTER",
                         help="a chapter, e.g. book/02-dense.md (MyST Markdown or .ipynb)")
-    parser.add_argument("--out", required=True, metavar="DIR", help="folder to write into")
+    parser.add_argument("--out", required=True, metavar="DIR",
+                        help="folder for the students' notebooks (the one to hand out)")
+    parser.add_argument("--teacher-out", metavar="DIR",
+                        help="folder for the teacher's notebooks (default: DIR-teacher beside "
+                             "--out; never inside it)")
     parser.add_argument("--nbgrader", action="store_true",
                         help="write only the nbgrader source notebook (solutions kept between "
                              "the marker lines) for course/source/<assignment>/")
@@ -510,7 +561,8 @@ def main(argv=None) -> int:
     status = 0
     for chapter in args.chapters:
         try:
-            written = make_assignment(chapter, args.out, nbgrader=args.nbgrader)
+            written = make_assignment(chapter, args.out, nbgrader=args.nbgrader,
+                                      teacher_dir=args.teacher_out, protect=args.chapters)
         except AssignmentError as err:
             print(f"{PROG}: error: {err}", file=sys.stderr)
             status = 2

@@ -1,45 +1,47 @@
-"""``python -m checks grade SUBMISSION.ipynb``: run a student's notebook and score its graded cells.
+"""``python -m checks grade SUBMISSION... --reference RELEASED.ipynb``: score submitted notebooks.
 
 A *graded cell* is a code cell with nbgrader metadata ``{grade: true, points: N, grade_id}``
-(``python -m checks assign`` and ``nbgrader generate_assignment`` both keep it).  Grading runs
-every code cell of the submission, top to bottom, in a fresh Python kernel (a separate process,
-driven by nbclient), and a graded cell earns its points when it ran without an error.
+(``python -m checks assign`` and ``nbgrader generate_assignment`` both keep it).  A graded cell
+earns its points when it runs without an error in a fresh kernel that runs the submission from
+the top.  Student code is hostile, so each submission is graded **sealed off**:
 
-What can go wrong in a submission, and what the grader does:
+- **A private copy.** The submission is copied into a temporary folder of its own; the kernel
+  starts there, with a minimal environment, and never sees the class folder.  Its process group
+  and every process below it are killed afterwards.
+- **Limits** (``--memory``, ``--cpu-time``, ``--processes``, ``--file-size``): a huge
+  allocation is a ``MemoryError``, a busy loop is stopped, a fork bomb or a disk-filling loop
+  ends the kernel (the cell is ``crashed``, with the reason).
+- **bubblewrap.** When ``bwrap`` works (Debian package ``bubblewrap``), the kernel runs inside
+  it: read-only system, no network, its own PID namespace, a private ``/tmp``, nothing of the
+  machine but Python, the packages and the submission's copy (:mod:`checks.grade_sandbox`).
+  Required for a real class; ``--no-sandbox`` (or ``CHECKS_GRADE_SANDBOX=off``) runs without it,
+  and every report says which it was.
+- **A process per submission.** Each submission is graded by a grading process of its own
+  (``--jobs`` of them at once); a kernel that kills its grader takes only its own grade with it.
+  The grading process hands back its result signed with a key only the main process knows.
+- **Integrity probes** (:mod:`checks.grade_probe`) before and after each graded cell: the
+  harness, numpy's comparisons, the builtins, IPython's transformers and the kernel's message
+  handling are the installed originals, and known-bad checks still fail.  A graded layer built
+  on ``cnn_lessons`` (the answer key) is flagged.  A flagged cell scores 0 and the submission is
+  listed for review.
+- **The graded cells come from the reference** (``--reference``: the released notebook or the
+  teacher's): matched by ``grade_id``, their source and points restored.  Without a reference
+  the grade is *provisional*: the submission's own graded cells were run, and any cell whose
+  checksum does not match is ``tampered`` (a checksum anyone can recompute proves little).
 
-- **A cell raises** (an assertion, a ``NotImplementedError`` stub, a syntax error): the cell's
-  error is recorded and the next cell runs, so only the graded cells that need the broken code
-  lose their points.
-- **A cell runs too long** (``--timeout``, 60 s per cell by default): the kernel is interrupted
-  (``KeyboardInterrupt``), the cell is marked ``timeout`` and grading goes on in the same kernel.
-  When the interrupt does not stop it within a few seconds (code that catches or ignores it),
-  the kernel is replaced by a fresh one.
-- **The kernel dies** (``os._exit``, a segfault, running out of memory): the cell is marked
-  ``crashed`` and a fresh kernel is started.
-- **After a fresh kernel**, the cells that had already run are run again, silently and without
-  the one that stopped the kernel, to rebuild the state later cells need; then grading goes on.
-  Their first results are the ones reported.
-- **The whole notebook runs too long** (``--total-timeout``, 600 s by default): the cells not
-  reached are marked ``not-run``.  Together with the per-cell limit, the grader never hangs.
-- **Huge output**: outputs are not kept (only the error of each cell), and messages are cut to
-  a few hundred characters.
-- **An edited graded cell**: with ``--reference NOTEBOOK`` (the released assignment, the
-  teacher's notebook or the nbgrader source), every graded or locked cell is matched by
-  ``grade_id`` and its source and points restored from the reference; a graded cell missing from
-  the submission is marked ``missing``.  Without a reference, the graded cells come from the
-  submission itself, and one whose source no longer matches its nbgrader ``checksum`` (written by
-  ``assign`` and by nbgrader) is marked ``tampered`` and scores 0.
+Only the cells the graded cells need run (``--run-all`` runs every cell, as nbgrader does): a
+cell is run when it is a solution, graded or locked cell, cannot be analysed, or defines or
+changes a name that a later cell that runs reads.  The book's long training cells are skipped.
 
 Statuses: ``passed``, ``failed`` (an ``AssertionError``), ``error`` (any other exception),
-``timeout``, ``crashed``, ``not-run``, ``missing``, ``tampered``.  Only ``passed`` scores.
+``timeout``, ``crashed``, ``not-run``, ``missing``, ``tampered``, ``flagged``.  Only ``passed``
+scores.  Reports: the text or ``--json`` on standard output, ``--feedback DIR`` (one Markdown
+file per submission) and ``--gradebook FILE.csv`` (one row per submission; grading one student
+again updates that row).
 
-The kernel is the Python running the grader (``--kernel NAME`` picks an installed kernel spec
-instead), started in the submission's folder.  Like nbgrader, the grader trusts that kernel: a
-submission that rewrites ``assert`` helpers or the harness at run time can fool it; read the
-code of a surprising score.
-
-Exit status: 0 when grading completed (whatever the scores), 2 when a submission or the
-reference cannot be used (not a notebook, unreadable, no graded cells) or no kernel starts.
+Exit status: 0 when every submission was graded (whatever the scores), 2 when one could not be
+(not a notebook, bad metadata, wrong chapter, an empty folder, a grader that died), named on
+standard error while the others are still graded.
 """
 
 from __future__ import annotations
@@ -48,18 +50,28 @@ import argparse
 import asyncio
 import concurrent.futures
 import copy
+import csv
+import hashlib
+import hmac
+import io
 import json
 import logging
+import math
+import os
 import re
+import secrets
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import nbformat
 
+from . import grade_probe, grade_sandbox
 from .assign import checksum, is_graded, is_locked, nbgrader_meta
 from .report import table
 
@@ -67,8 +79,11 @@ PROG = "python -m checks grade"
 MESSAGE_CHARS = 300            # longest message kept for a cell
 INTERRUPT_GRACE = 5.0          # seconds an interrupted cell gets to stop before a new kernel
 STARTUP_TIMEOUT = 60           # seconds for a kernel to start
+PROBE_TIMEOUT = 30             # seconds for an integrity probe
+MAX_POINTS = 1000              # more points than this in one cell is a mistake in the metadata
 
-STATUSES = ("passed", "failed", "error", "timeout", "crashed", "not-run", "missing", "tampered")
+STATUSES = ("passed", "failed", "error", "timeout", "crashed", "not-run", "missing", "tampered",
+            "flagged")
 
 
 class UnusableInput(Exception):
@@ -93,7 +108,11 @@ class Grade:
     path: str
     cells: list[CellResult] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)   # things the teacher should know
+    flags: list[str] = field(default_factory=list)   # reasons to review: cheating suspected
     seconds: float = 0.0
+    sandboxed: bool = False
+    reference: bool = False
+    problem: str = ""                                # why it could not be graded at all
 
     @property
     def score(self) -> float:
@@ -103,19 +122,37 @@ class Grade:
     def max_score(self) -> float:
         return sum(cell.max_score for cell in self.cells)
 
+    @property
+    def review(self) -> bool:
+        return bool(self.flags)
+
     def to_dict(self) -> dict:
         return {"path": self.path, "score": self.score, "max_score": self.max_score,
                 "cells": [asdict(cell) for cell in self.cells], "notes": self.notes,
+                "flags": self.flags, "review": self.review, "sandboxed": self.sandboxed,
+                "reference": self.reference, "problem": self.problem,
                 "seconds": round(self.seconds, 2)}
 
+    @classmethod
+    def from_dict(cls, data: dict) -> "Grade":
+        grade = cls(str(data["path"]), [CellResult(**c) for c in data.get("cells", [])],
+                    list(data.get("notes", [])), list(data.get("flags", [])),
+                    float(data.get("seconds", 0)), bool(data.get("sandboxed")),
+                    bool(data.get("reference")), str(data.get("problem", "")))
+        return grade
+
     def __str__(self) -> str:
+        if self.problem:
+            return f"{self.path}: not graded: {self.problem}"
         header = ["graded cell", "points", "status", "message"]
         body = [[c.grade_id, f"{fmt(c.score)} / {fmt(c.max_score)}", c.status, c.message]
                 for c in self.cells]
         body.append(["total", f"{fmt(self.score)} / {fmt(self.max_score)}", "", ""])
+        how = "sandboxed" if self.sandboxed else "NOT sandboxed"
         lines = [f"{self.path}: {fmt(self.score)} / {fmt(self.max_score)} points "
-                 f"({self.seconds:.1f} s)"]
+                 f"({self.seconds:.1f} s, {how})"]
         lines += ["  " + line for line in table(header, body)]
+        lines += [f"  REVIEW: {flag}" for flag in self.flags]
         lines += [f"  note: {note}" for note in self.notes]
         return "\n".join(lines)
 
@@ -150,99 +187,460 @@ def read_notebook(path) -> nbformat.NotebookNode:
     except json.JSONDecodeError as err:
         raise UnusableInput(f"{path}: not a notebook (invalid JSON: {err.msg}, line "
                             f"{err.lineno})") from None
+    except RecursionError:
+        raise UnusableInput(f"{path}: not a notebook (JSON nested too deeply)") from None
     if not (isinstance(data, dict) and isinstance(data.get("cells"), list)
             and data.get("nbformat") == 4):
         raise UnusableInput(f"{path}: not a Jupyter notebook in format 4 (expected a JSON object "
                             f"with 'cells' and 'nbformat': 4)")
     try:
-        nb = nbformat.reader.reads(text)        # no validation: it would log to stderr
+        nb = nbformat.from_dict(data)           # no validation: it would log to stderr
+        if not isinstance(nb.get("metadata", {}), dict):
+            nb.metadata = nbformat.NotebookNode()
+        nb.setdefault("metadata", nbformat.NotebookNode())
         for cell in nb.cells:
-            cell.setdefault("metadata", {})
+            if not isinstance(cell, dict) or cell.get("cell_type") not in ("code", "markdown",
+                                                                             "raw"):
+                raise TypeError("a cell is not a code, markdown or raw cell")
+            if not isinstance(cell.get("metadata", {}), dict):
+                cell["metadata"] = nbformat.NotebookNode()
+            cell.setdefault("metadata", nbformat.NotebookNode())
             if cell.cell_type == "code":
                 cell.setdefault("outputs", [])
                 cell.setdefault("execution_count", None)
-            cell.source = cell.get("source", "")
-            if not isinstance(cell.source, str):
+            source = cell.get("source", "")
+            if isinstance(source, list) and all(isinstance(s, str) for s in source):
+                source = "".join(source)
+            if not isinstance(source, str):
                 raise TypeError("a cell's source is not text")
+            cell.source = source
     except Exception as err:
         raise UnusableInput(f"{path}: not a usable notebook ({shorten(err, 120)})") from None
     return nb
 
 
-def graded_cells(nb) -> dict[str, tuple[int, dict]]:
-    """``{grade_id: (cell index, nbgrader metadata)}`` of the graded cells, in order."""
+def role(nb) -> str:
+    """``"teacher"``, ``"student"`` or ``""``: what ``assign`` wrote into the notebook."""
+    meta = nb.get("metadata", {}).get("checks")
+    return str(meta.get("role", "")) if isinstance(meta, dict) else ""
+
+
+def is_teacher_notebook(path: Path, nb=None) -> bool:
+    """The teacher's notebook (the answer key): marked so by ``assign``, or named like it."""
+    if path.name.endswith("-solution.ipynb"):
+        return True
+    if nb is None:
+        try:
+            nb = read_notebook(path)
+        except UnusableInput:
+            return False
+    return role(nb) == "teacher"
+
+
+def valid_points(value, where: str) -> float:
+    """Points as a float from 0 to :data:`MAX_POINTS`; :class:`UnusableInput` otherwise."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+            or not 0 <= value <= MAX_POINTS:
+        raise UnusableInput(f"{where}: points must be a number from 0 to {MAX_POINTS}, "
+                            f"got {shorten(repr(value), 40)}")
+    return float(value)
+
+
+def graded_cells(nb, path) -> dict[str, tuple[int, float]]:
+    """``{grade_id: (cell index, points)}`` of the graded cells, in order; a duplicate
+    grade_id or bad points are :class:`UnusableInput` naming the cell."""
     found = {}
     for index, cell in enumerate(nb.cells):
-        if cell.cell_type == "code" and is_graded(cell):
-            meta = nbgrader_meta(cell)
-            grade_id = str(meta.get("grade_id") or f"cell-{index}")
-            if grade_id not in found:
-                found[grade_id] = (index, meta)
+        meta = cell.get("metadata", {}).get("nbgrader")
+        if cell.cell_type != "code" or meta is None:
+            continue
+        where = f"{path}: code cell {index}"
+        if not isinstance(meta, dict):
+            raise UnusableInput(f"{where}: its nbgrader metadata is not a mapping "
+                                f"({type(meta).__name__})")
+        if not is_graded(cell):
+            continue
+        grade_id = meta.get("grade_id")
+        if not isinstance(grade_id, str) or not re.fullmatch(r"[\w-]+", grade_id):
+            raise UnusableInput(f"{where}: a graded cell needs a grade_id of letters, digits, "
+                                f"'-' and '_', got {shorten(repr(grade_id), 40)}")
+        if grade_id in found:
+            raise UnusableInput(f"{where}: grade_id {grade_id!r} is also used by code cell "
+                                f"{found[grade_id][0]} (each graded cell needs its own)")
+        found[grade_id] = (index, valid_points(meta.get("points"), f"{where} ({grade_id})"))
     return found
 
 
-def points_of(meta: dict) -> float:
-    try:
-        return float(meta.get("points", 0))
-    except (TypeError, ValueError):
-        return 0.0
+def manifest(nb) -> dict[str, float]:
+    """``{grade_id: points}`` that ``assign`` recorded in the notebook's metadata, or {}."""
+    meta = nb.get("metadata", {}).get("checks")
+    graded = meta.get("graded") if isinstance(meta, dict) else None
+    if not isinstance(graded, dict):
+        return {}
+    return {str(k): v for k, v in graded.items()}
 
 
-def prepare(nb, path, reference=None):
-    """Which cells to run, which to grade, and how.
+@dataclass
+class Plan:
+    nb: object                                # the notebook to run
+    graded: dict                              # grade_id -> (cell index, points)
+    decided: dict                             # grade_id -> CellResult (missing, tampered)
+    order: list                               # grade_ids in report order
+    notes: list
+    flags: list
+    solution: set                             # indices of student-written cells
+    answers: set                              # of those, the solution cells (always run)
+    locked: set                               # indices of graded and locked cells
+    imported: set                             # (name, module, attr) the reference imports
 
-    Returns ``(nb, plan, decided, order, notes)``: the notebook to run (a copy, graded and locked
-    cells restored from ``reference`` when given); ``plan = {grade_id: (cell index, points)}``
-    for the graded cells to run; results already ``decided`` (``missing``, ``tampered``); the
-    ``order`` of the graded cells in the report; ``notes`` for the teacher.
-    """
+
+def _cell_key(cell):
+    meta = nbgrader_meta(cell)
+    if meta and meta.get("grade_id"):
+        return str(meta["grade_id"])
+    return None
+
+
+def prepare(nb, path, reference=None) -> Plan:
+    """Which cells to run, which to grade and how, what to flag (see the module's doc)."""
     nb = copy.deepcopy(nb)
-    plan, results, notes = {}, {}, []
+    decided, notes, flags = {}, [], []
     if reference is not None:
-        by_id = {}
+        ref_graded = graded_cells(reference, "reference")
+        if role(nb) and role(reference) and nb.metadata["checks"].get("chapter") \
+                and reference.metadata["checks"].get("chapter") \
+                and nb.metadata["checks"]["chapter"] != reference.metadata["checks"]["chapter"]:
+            raise UnusableInput(f"{path}: wrong chapter: this notebook is "
+                                f"{nb.metadata['checks']['chapter']!r}, the reference "
+                                f"{reference.metadata['checks']['chapter']!r}")
+        by_id, by_cell_id, seen = {}, {}, {}
         for index, cell in enumerate(nb.cells):
-            meta = nbgrader_meta(cell)
-            if cell.cell_type == "code" and meta and meta.get("grade_id"):
-                by_id.setdefault(str(meta["grade_id"]), index)
-        restored = 0
-        for ref_cell in reference.cells:
+            key = _cell_key(cell) if cell.cell_type == "code" else None
+            if key is not None:
+                if key in seen and key in ref_graded:
+                    raise UnusableInput(f"{path}: code cell {index}: grade_id {key!r} is also "
+                                        f"used by code cell {seen[key]}")
+                seen[key] = index
+                by_id.setdefault(key, index)
+            if cell.get("id"):
+                by_cell_id.setdefault(str(cell["id"]), index)
+        if ref_graded and not set(ref_graded) & (set(by_id) | set(by_cell_id)):
+            raise UnusableInput(f"{path}: wrong chapter: none of the reference's graded cells "
+                                f"({', '.join(list(ref_graded)[:3])}, ...) is in it")
+        plan, restored, locked, solution = {}, 0, set(), set()
+        matched = set()
+        for ref_index, ref_cell in enumerate(reference.cells):
             meta = nbgrader_meta(ref_cell)
             if ref_cell.cell_type != "code" or not is_locked(ref_cell):
                 continue
             grade_id = str(meta.get("grade_id"))
             index = by_id.get(grade_id)
-            if index is None:
-                if is_graded(ref_cell):
-                    results[grade_id] = CellResult(grade_id, 0.0, points_of(meta), "missing",
-                                                   "not in the submission (deleted?)")
+            if index is None and ref_cell.get("id"):
+                index = by_cell_id.get(str(ref_cell["id"]))
+                if index is not None and index not in matched:
+                    notes.append(f"code cell {index} had lost its nbgrader metadata; it was "
+                                 f"matched to {grade_id!r} by its cell id")
+            if index is None or index in matched:
+                if grade_id in ref_graded:
+                    decided[grade_id] = CellResult(grade_id, 0.0, ref_graded[grade_id][1],
+                                                   "missing", "not in the submission (deleted?)")
                 continue
+            matched.add(index)
             cell = nb.cells[index]
             if cell.source != ref_cell.source:
                 restored += 1
             cell.source = ref_cell.source
             cell.metadata["nbgrader"] = copy.deepcopy(meta)
-            if is_graded(ref_cell):
-                plan[grade_id] = (index, points_of(meta))
+            locked.add(index)
+            if grade_id in ref_graded:
+                plan[grade_id] = (index, ref_graded[grade_id][1])
+        # cells the submission marks as graded but the reference does not grade run as
+        # ordinary code and earn nothing
+        for index, cell in enumerate(nb.cells):
+            meta = nbgrader_meta(cell)
+            if index not in locked and meta and meta.get("grade"):
+                meta["grade"] = False
+            if index not in locked and meta and meta.get("solution"):
+                solution.add(index)
+        ref_ids = {str(nbgrader_meta(c).get("grade_id")) for c in reference.cells
+                   if nbgrader_meta(c) and nbgrader_meta(c).get("solution")}
+        ref_sources = {c.source for c in reference.cells if c.cell_type == "code"
+                       and not (nbgrader_meta(c) and nbgrader_meta(c).get("solution"))}
+        for index, cell in enumerate(nb.cells):
+            if cell.cell_type != "code" or index in locked:
+                continue
+            if _cell_key(cell) in ref_ids or cell.source not in ref_sources:
+                solution.add(index)                   # written, changed or added by the student
         if restored:
             notes.append(f"{restored} graded or locked cell(s) had been edited; their source "
                          f"was restored from the reference")
-        order = [nbgrader_meta(c).get("grade_id") for c in reference.cells
-                 if c.cell_type == "code" and is_graded(c)]
+        order = list(ref_graded)
+        imported = set()
+        for cell in reference.cells:
+            if cell.cell_type == "code":
+                imported |= grade_probe.import_bindings(cell.source)
+        for grade_id in order:
+            if grade_id in plan:
+                continue
+            decided.setdefault(grade_id, CellResult(grade_id, 0.0, ref_graded[grade_id][1],
+                                                    "missing", "not in the submission"))
     else:
-        for grade_id, (index, meta) in graded_cells(nb).items():
-            stored = meta.get("checksum")
+        plan = graded_cells(nb, path)
+        locked = {i for i, c in enumerate(nb.cells) if c.cell_type == "code" and is_locked(c)}
+        solution = {i for i, c in enumerate(nb.cells) if c.cell_type == "code"
+                    and i not in locked and (nbgrader_meta(c) or {}).get("solution")}
+        for grade_id, (index, points) in plan.items():
+            stored = nbgrader_meta(nb.cells[index]).get("checksum")
             if stored and stored != checksum(nb.cells[index]):
-                results[grade_id] = CellResult(
-                    grade_id, 0.0, points_of(meta), "tampered",
+                decided[grade_id] = CellResult(
+                    grade_id, 0.0, points, "tampered",
                     "the cell was edited after release (checksum mismatch); "
                     "grade with --reference to restore it")
-            plan[grade_id] = (index, points_of(meta))
-        order = list(plan)
-    if not plan and not results:
+                flags.append(f"graded cell {grade_id} was edited after release")
+            elif not stored:
+                notes.append(f"{grade_id}: no checksum to tell whether it was edited")
+        recorded = manifest(nb)
+        for grade_id, points in recorded.items():
+            if grade_id not in plan:
+                decided[grade_id] = CellResult(grade_id, 0.0, valid_points(points, f"{path}: "
+                                               f"metadata 'checks'"), "missing",
+                                               "released as a graded cell, not graded here "
+                                               "(deleted, or its metadata changed)")
+                flags.append(f"graded cell {grade_id} was deleted or un-graded")
+            elif plan[grade_id][1] != points:
+                flags.append(f"{grade_id}: worth {fmt(plan[grade_id][1])} points here, "
+                             f"released with {points}")
+        order = list(plan) + [g for g in recorded if g not in plan]
+        imported = set()
+        for index in locked:
+            imported |= grade_probe.import_bindings(nb.cells[index].source)
+        notes.append("graded without --reference: the graded cells are the submission's own, "
+                     "so this grade is provisional")
+    if not plan and not decided:
         whose = "the reference has" if reference is not None else "has"
         raise UnusableInput(f"{path}: {whose} no graded cells (code cells with nbgrader "
                             f"metadata grade: true)")
-    return nb, plan, results, order, notes
+    solution_ids = set()
+    if reference is not None:
+        solution_ids = {str(nbgrader_meta(c).get("grade_id")) for c in reference.cells
+                        if nbgrader_meta(c) and nbgrader_meta(c).get("solution")}
+    graded_code = {i for i, _ in plan.values()} | {
+        i for i in solution if reference is None or _cell_key(nb.cells[i]) in solution_ids}
+    relevant = set()
+    for index in graded_code:                    # the names they read from other cells
+        analysis = _analyse(nb.cells[index].source, set())
+        relevant |= analysis[1] if analysis else grade_probe.used_names(nb.cells[index].source)
+    for index in sorted(solution):
+        source = nb.cells[index].source
+        if index not in graded_code and not (grade_probe.defined_names(source) & relevant):
+            continue                 # an added cell that the graded code does not use
+        if grade_probe.mentions_answer_key(source):
+            ref_mentions = False
+            if reference is not None:
+                key = _cell_key(nb.cells[index])
+                ref_mentions = any(_cell_key(c) == key and key is not None
+                                   and grade_probe.mentions_answer_key(c.source)
+                                   for c in reference.cells)
+            if not ref_mentions:
+                flags.append(f"code cell {index} ({_cell_key(nb.cells[index]) or 'added'}) uses "
+                             f"cnn_lessons, the installed answer key")
+    answers = {i for i in solution
+               if (nbgrader_meta(nb.cells[i]) or {}).get("solution")
+               and (reference is None or _cell_key(nb.cells[i]) in solution_ids)}
+    return Plan(nb, plan, decided, order, notes, flags, solution, answers, locked, imported)
+
+
+# --------------------------------------------------------------------------------------------
+# Which cells a graded cell needs
+
+# Array methods that return a new value and change nothing (a call of any other method may
+# change its object, e.g. a generator's state or a list).
+_READ_ONLY = {"astype", "copy", "reshape", "transpose", "ravel", "flatten", "tolist", "item",
+              "sum", "mean", "std", "var", "max", "min", "argmax", "argmin", "any", "all",
+              "round", "clip", "squeeze", "swapaxes", "nonzero", "cumsum", "prod", "dot",
+              "view", "get", "keys", "values", "items", "format", "startswith", "endswith",
+              "split", "join", "strip", "replace", "lower", "upper", "count", "index"}
+_PURE_CALLEES = {"print", "len", "isinstance", "str", "repr", "type", "float", "int", "bool",
+                 "list", "tuple", "dict", "set", "range", "zip", "enumerate", "sorted", "abs",
+                 "max", "min", "sum", "round", "any", "all", "hasattr", "id", "hash"}
+_PURE_MODULES = ("numpy", "checks", "math")     # functions that do not change their arguments
+_DYNAMIC = re.compile(r"\b(globals|locals|vars|exec|eval|setattr|delattr|__import__|"
+                      r"get_ipython|importlib)\b")
+
+
+def _cell_python(source: str) -> str | None:
+    """The cell as plain Python (IPython's magics turned into calls), or None."""
+    from IPython.core.inputtransformer2 import TransformerManager
+
+    try:
+        return TransformerManager().transform_cell(source)
+    except Exception:
+        return None
+
+
+def _analyse(source: str, imports: set[str], pure: set[str] = frozenset()):
+    """``(defines, uses)`` of a cell, over-approximated; None when it cannot be analysed."""
+    import ast
+
+    text = _cell_python(source)
+    if text is None or _DYNAMIC.search(text):
+        return None
+    try:
+        tree = ast.parse(text)
+    except SyntaxError:
+        return None
+    defines, uses = set(), set()
+
+    def base(node):
+        while isinstance(node, (ast.Attribute, ast.Subscript, ast.Starred)):
+            node = node.value
+        return node.id if isinstance(node, ast.Name) else None
+
+    class Reads(ast.NodeVisitor):
+        """The names the cell reads before it binds them itself (in evaluation order)."""
+
+        def __init__(self):
+            self.bound = set()
+
+        def visit_Name(self, node):
+            if isinstance(node.ctx, ast.Load):
+                if node.id not in self.bound:
+                    uses.add(node.id)
+            else:
+                self.bound.add(node.id)
+
+        def visit_Assign(self, node):
+            self.visit(node.value)
+            for target in node.targets:
+                self.visit(target)
+
+        def visit_AugAssign(self, node):
+            self.visit(node.value)
+            name = base(node.target)
+            if name and name not in self.bound:
+                uses.add(name)
+            self.visit(node.target)
+
+        def visit_AnnAssign(self, node):
+            if node.value is not None:
+                self.visit(node.value)
+            self.visit(node.target)
+
+        def visit_For(self, node):
+            self.visit(node.iter)
+            self.visit(node.target)
+            for child in node.body + node.orelse:
+                self.visit(child)
+
+        def _function(self, node):
+            name = getattr(node, "name", None)          # a lambda has none
+            outer = set(self.bound) | ({name} if name else set())
+            self.bound = outer | {a.arg for a in ast.walk(node.args) if isinstance(a, ast.arg)}
+            for child in ast.iter_child_nodes(node):
+                self.visit(child)
+            self.bound = outer
+
+        visit_FunctionDef = visit_AsyncFunctionDef = visit_Lambda = _function
+
+        def visit_ClassDef(self, node):
+            for child in node.bases + node.keywords + node.decorator_list:
+                self.visit(child)
+            self.bound.add(node.name)
+            for child in node.body:
+                self.visit(child)
+
+        def _comprehension(self, node):
+            outer = set(self.bound)
+            for generator in node.generators:
+                self.visit(generator.iter)
+                self.visit(generator.target)
+                for condition in generator.ifs:
+                    self.visit(condition)
+            for part in ("elt", "key", "value"):
+                if hasattr(node, part):
+                    self.visit(getattr(node, part))
+            self.bound = outer
+
+        visit_ListComp = visit_SetComp = visit_GeneratorExp = visit_DictComp = _comprehension
+
+        def visit_Import(self, node):
+            for alias in node.names:
+                self.bound.add(alias.asname or alias.name.split(".")[0])
+
+        visit_ImportFrom = visit_Import
+
+    Reads().visit(tree)
+
+    def module_level(root):
+        """The nodes that run when the cell runs, not those inside a def, lambda or class
+        body (their names are local) or a comprehension."""
+        todo = [root]
+        while todo:
+            node = todo.pop()
+            yield node
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda,
+                                 ast.ClassDef, ast.ListComp, ast.SetComp, ast.DictComp,
+                                 ast.GeneratorExp)):
+                if not isinstance(node, (ast.Lambda, ast.ListComp, ast.SetComp,
+                                         ast.DictComp, ast.GeneratorExp)):
+                    todo += node.decorator_list
+                continue
+            todo += list(ast.iter_child_nodes(node))
+
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Global):
+            defines.update(node.names)
+    for node in module_level(tree):
+        if isinstance(node, ast.Name) and isinstance(node.ctx, (ast.Store, ast.Del)):
+            defines.add(node.id)
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            defines.add(node.name)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            for alias in node.names:
+                defines.add(alias.asname or alias.name.split(".")[0])
+        elif isinstance(node, (ast.Global, ast.Nonlocal)):
+            defines.update(node.names)
+        elif isinstance(node, (ast.Attribute, ast.Subscript)) and \
+                isinstance(node.ctx, (ast.Store, ast.Del)):
+            name = base(node)
+            if name:
+                defines.add(name)
+                uses.add(name)
+        elif isinstance(node, ast.Call):
+            # a call may change what it is given, and a method may change its object
+            if isinstance(node.func, ast.Attribute) and node.func.attr not in _READ_ONLY:
+                name = base(node.func.value)
+                if name and name not in imports:
+                    defines.add(name)
+            callee = base(node.func)
+            if callee in _PURE_CALLEES or callee in pure:
+                continue                 # numpy, the harness and these builtins leave it be
+            for arg in list(node.args) + [k.value for k in node.keywords]:
+                name = base(arg)
+                if name and name not in imports:
+                    defines.add(name)
+    return defines, uses
+
+
+def needed_cells(nb, always: set[int]) -> list[int]:
+    """Indices of the code cells to run, in order: those in ``always``, those that cannot be
+    analysed, and those that define or change a name that a later cell to run reads."""
+    code = [i for i, c in enumerate(nb.cells) if c.cell_type == "code" and c.source.strip()]
+    imports, pure = set(), set()
+    for i in code:
+        for name, module, _ in grade_probe.import_bindings(nb.cells[i].source):
+            imports.add(name)
+            if module.split(".")[0] in _PURE_MODULES:
+                pure.add(name)
+    run, needed = [], set()
+    for i in reversed(code):
+        analysis = _analyse(nb.cells[i].source, imports, pure)
+        if i in always or analysis is None or analysis[0] & needed:
+            run.append(i)
+            if analysis is None:
+                continue
+            needed |= analysis[1]
+    return sorted(run)
 
 
 # --------------------------------------------------------------------------------------------
@@ -275,25 +673,28 @@ def error_message(content: dict) -> str:
 def _death_text(code) -> str:
     if code is None:
         return "the kernel died"
+    if 128 < code < 128 + 65:            # the sandbox reports a signal as 128 + its number
+        code = 128 - code
     if code < 0:
         try:
-            return f"the kernel was killed by {signal.Signals(-code).name}"
+            name = signal.Signals(-code).name
         except ValueError:
-            pass
+            name = f"signal {-code}"
+        if name == "SIGXCPU":
+            return "the kernel used up its processor time (--cpu-time) and was killed"
+        return f"the kernel was killed by {name}"
     return f"the kernel exited with status {code}"
 
 
-def this_python_kernel_specs():
-    """A kernel spec manager whose every kernel is the grader's own interpreter."""
+def kernel_specs(argv: list[str]):
+    """A kernel spec manager whose every kernel runs ``argv``."""
     from jupyter_client.kernelspec import KernelSpec, KernelSpecManager
 
-    class ThisPython(KernelSpecManager):
+    class Sealed(KernelSpecManager):
         def get_kernel_spec(self, kernel_name):
-            return KernelSpec(argv=[sys.executable, "-m", "ipykernel_launcher", "-f",
-                                    "{connection_file}"],
-                              display_name=f"Python ({sys.executable})", language="python")
+            return KernelSpec(argv=argv, display_name="grading kernel", language="python")
 
-    return ThisPython()
+    return Sealed()
 
 
 @dataclass
@@ -337,64 +738,142 @@ def _client_class():
     return Client
 
 
-class Runner:
-    """Runs the code cells of one notebook in a kernel, surviving loops and crashes."""
+@dataclass
+class Options:
+    """How to grade: limits, sandbox, probes."""
 
-    def __init__(self, nb, cwd, *, timeout, total_timeout, kernel_name=None):
+    timeout: float = 60
+    total_timeout: float = 600
+    kernel_name: str | None = None
+    sandbox: bool | None = None          # None: bubblewrap when available and not disabled
+    require_sandbox: bool = False
+    limits: grade_sandbox.Limits = field(default_factory=grade_sandbox.Limits)
+    run_all: bool = False
+    probes: bool = True
+    fingerprints: dict | None = None     # the grader's, computed once for all workers
+
+
+class Runner:
+    """Runs the code cells of one notebook in a sealed kernel, surviving loops and crashes."""
+
+    def __init__(self, nb, work: Path, options: Options, sandboxed: bool):
         self.cells = [c for c in nb.cells]
-        self.probe = nbformat.v4.new_code_cell("pass")
-        work = nbformat.v4.new_notebook(cells=self.cells + [self.probe],
-                                        metadata=copy.deepcopy(nb.metadata))
-        self.client = _client_class()(work, timeout=timeout, allow_errors=True, log=_QUIET,
-                                      startup_timeout=STARTUP_TIMEOUT, iopub_timeout=2,
-                                      raise_on_iopub_timeout=False)
+        self.probe_cell = nbformat.v4.new_code_cell("pass")
+        notebook = nbformat.v4.new_notebook(cells=self.cells + [self.probe_cell],
+                                            metadata=copy.deepcopy(nb.metadata))
+        self.client = _client_class()(notebook, timeout=options.timeout, allow_errors=True,
+                                      log=_QUIET, startup_timeout=STARTUP_TIMEOUT,
+                                      iopub_timeout=2, raise_on_iopub_timeout=False)
         self.client.on_cell_executed = self._record
-        self.cwd, self.timeout, self.kernel_name = str(cwd), timeout, kernel_name
-        self.deadline = time.monotonic() + total_timeout
-        self.total_timeout = total_timeout
+        self.work, self.options, self.sandboxed = work, options, sandboxed
+        self.timeout = options.timeout
+        self.deadline = time.monotonic() + options.total_timeout
+        self.total_timeout = options.total_timeout
         self.reply = None
         self.km = None
+        self.kernel_pid = None
+        self.killed_because = ""
+        self.watchdog = None
+        self.kernels = 0
+        self.all_pids: set[int] = set()
 
     def _record(self, cell, cell_index, execute_reply):
         self.reply = execute_reply
 
+    def _argv(self, connection_dir: Path) -> list[str]:
+        if self.options.kernel_name:
+            from jupyter_client.kernelspec import KernelSpecManager
+
+            spec = KernelSpecManager().get_kernel_spec(self.options.kernel_name)
+            launch = [sys.executable, "-I", "-S", str(grade_sandbox.LAUNCHER),
+                      self.options.limits.as_launch_json(), "--"]
+            return launch + list(spec.argv)
+        return grade_sandbox.kernel_command(self.work, connection_dir, self.options.limits,
+                                            self.sandboxed)
+
     async def start(self):
         from jupyter_client import AsyncKernelManager
 
-        if self.kernel_name:
-            self.km = AsyncKernelManager(kernel_name=self.kernel_name)
-        else:
-            self.km = AsyncKernelManager(kernel_name="python3",
-                                         kernel_spec_manager=this_python_kernel_specs())
-        await self.km.start_kernel(cwd=self.cwd, stdout=subprocess.DEVNULL,
-                                   stderr=subprocess.DEVNULL,
-                                   extra_arguments=["--HistoryManager.hist_file=:memory:"])
+        self.kernels += 1
+        connection_dir = Path(tempfile.mkdtemp(prefix="k", dir=self.work.parent))
+        argv = self._argv(connection_dir)
+        self.km = AsyncKernelManager(kernel_name="python3", transport="ipc",
+                                     ip=str(connection_dir / "s"),
+                                     connection_file=str(connection_dir / "kernel.json"),
+                                     kernel_spec_manager=kernel_specs(argv))
+        env = grade_sandbox.kernel_environment(self.work, self.sandboxed)
+        await self.km.start_kernel(cwd=str(self.work), env=env, stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+        process = getattr(self.km.provisioner, "process", None)
+        self.kernel_pid = process.pid if process is not None else None
+        if self.kernel_pid:
+            self.all_pids.add(self.kernel_pid)
         self.client.km = self.km
         await self.client.async_start_new_kernel_client()
+        self.watchdog = asyncio.ensure_future(self._watch())
+
+    async def _watch(self):
+        """Kill the kernel when it runs more processes than allowed (a fork bomb as root,
+        where the process rlimit does not apply)."""
+        limit = self.options.limits.processes
+        while limit and self.kernel_pid:
+            await asyncio.sleep(0.25)
+            if len(grade_sandbox.descendants(self.kernel_pid)) > limit + 4:
+                self.killed_because = (f"the kernel started more than {limit} processes "
+                                       f"(--processes)")
+                self._kill_tree()
+                return
+
+    def _kill_tree(self):
+        pid = self.kernel_pid
+        if not pid:
+            return
+        grade_sandbox.kill_everything_below(pid)
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except OSError:
+            pass
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
 
     async def stop(self):
         km, kc = self.km, self.client.kc
         self.km = self.client.km = self.client.kc = None
+        if self.watchdog is not None:
+            self.watchdog.cancel()
+            self.watchdog = None
         try:
             if kc is not None:
                 kc.stop_channels()
+            if km is not None and not self.killed_because:
+                # asked first, so that the sandbox ends in order (and its processor time is
+                # counted); whatever is left a moment later is killed
+                km.shutdown_wait_time = 2
+                await asyncio.wait_for(km.shutdown_kernel(now=False), 5)
+        except Exception:
+            pass
         finally:
+            self._kill_tree()
             if km is not None:
                 try:
                     await km.shutdown_kernel(now=True)
                 except Exception:
                     pass
+            self.kernel_pid = None
 
     async def execute(self, index, timeout=None) -> Outcome:
-        """Run cell ``index`` (``-1``: the probe) and say how it went."""
+        """Run cell ``index`` (``-1``: a trivial probe) and say how it went."""
         from nbclient.exceptions import CellTimeoutError, DeadKernelError
 
-        cell = self.probe if index < 0 else self.cells[index]
+        cell = self.probe_cell if index < 0 else self.cells[index]
         position = len(self.cells) if index < 0 else index
         left = self.deadline - time.monotonic()
         limit = timeout if timeout is not None else self.timeout
         self.client.timeout = max(1, int(min(limit, left) + 0.999))
         self.reply = None
+        self.killed_because = ""
         try:
             await self.client.async_execute_cell(cell, position)
         except CellTimeoutError:
@@ -403,16 +882,61 @@ class Runner:
                 return Outcome("timeout", f"the notebook's time limit ({fmt(self.total_timeout)}"
                                           f" s in all) ran out in this cell")
             return Outcome("timeout", f"stopped after {fmt(limit)} s (the time limit per cell)")
-        except DeadKernelError:
+        except (DeadKernelError, RuntimeError) as err:
             self.client.cancel_pollers()
-            code = await self.km.provisioner.poll() if self.km and self.km.provisioner else None
-            return Outcome("crashed", f"{_death_text(code)} while running this cell")
+            if isinstance(err, RuntimeError) and "Kernel died" not in str(err) \
+                    and "dead" not in str(err).lower():
+                raise
+            code = None
+            if self.km and self.km.provisioner:
+                try:
+                    code = await self.km.provisioner.poll()
+                except Exception:
+                    code = None
+            reason = self.killed_because or _death_text(code)
+            return Outcome("crashed", f"{reason} while running this cell")
         if self.reply is None:
             return Outcome("ok")
         content = self.reply.get("content", {})
         if content.get("status") == "error":
-            return Outcome("error", error_message(content))
+            message = error_message(content)
+            if content.get("ename") == "MemoryError":
+                message = shorten(f"{message} (the memory limit is "
+                                  f"{self.options.limits.memory_mb} MB, --memory)")
+            return Outcome("error", message)
+        if content.get("status") != "ok":
+            return Outcome("error", f"the kernel answered {shorten(content.get('status'), 40)}")
         return Outcome("ok")
+
+    async def probe(self, names, student_names, imported, behaviour: bool):
+        """Run the integrity probe silently; ``(report dict or None, problem text)``."""
+        kc = self.client.kc
+        if kc is None:
+            return None, "no kernel to probe"
+        code = grade_probe.probe_code(names, student_names, imported, behaviour)
+        try:
+            msg_id = kc.execute(code, silent=True, store_history=False, allow_stdin=False,
+                                user_expressions={grade_probe.RESULT_NAME:
+                                                  grade_probe.RESULT_NAME})
+            end = time.monotonic() + PROBE_TIMEOUT
+            while True:
+                left = end - time.monotonic()
+                if left <= 0:
+                    return None, "the kernel did not answer the integrity probe in time"
+                msg = await kc.get_shell_msg(timeout=left)
+                if msg.get("parent_header", {}).get("msg_id") == msg_id:
+                    break
+        except Exception as err:
+            return None, f"the integrity probe failed ({type(err).__name__})"
+        content = msg.get("content", {})
+        if content.get("status") != "ok":
+            return None, f"the integrity probe raised {content.get('ename', '')}: " \
+                         f"{shorten(content.get('evalue', ''), 120)}"
+        result = content.get("user_expressions", {}).get(grade_probe.RESULT_NAME, {})
+        try:
+            return grade_probe.parse_report(result["data"]["text/plain"]), ""
+        except Exception:
+            return None, "the integrity probe's answer could not be read"
 
     async def responsive(self) -> bool:
         """After an interrupt: does the kernel run a trivial cell within the grace period?"""
@@ -439,18 +963,29 @@ class Runner:
                 return True
         return False
 
-    async def run(self, indices) -> dict[int, Outcome]:
-        """Run the code cells ``indices`` in order; ``{index: Outcome}``."""
+    async def run(self, indices, graded: set[int], checker=None) -> dict[int, Outcome]:
+        """Run the code cells ``indices`` in order; ``{index: Outcome}``.  ``checker(when,
+        index)`` (a coroutine) probes the kernel around each graded cell."""
         outcomes, ran = {}, []
         await self.start()
+        self.deadline = time.monotonic() + self.total_timeout   # from a running kernel on
         try:
+            if checker is not None:
+                await checker("start", None)
             for position, index in enumerate(indices):
                 if time.monotonic() >= self.deadline:
                     for rest in indices[position:]:
                         outcomes[rest] = Outcome("not-run", "the notebook's time limit "
                                                  f"({fmt(self.total_timeout)} s) ran out before")
                     break
+                if checker is not None and index in graded and not (
+                        position > 0 and indices[position - 1] in graded and ran
+                        and ran[-1] == indices[position - 1]):
+                    await checker("before", index)      # unless just probed after a graded cell
                 outcome = outcomes[index] = await self.execute(index)
+                if checker is not None and index in graded and outcome.status in ("ok",
+                                                                                  "error"):
+                    await checker("after", index)
                 if outcome.status in ("ok", "error"):
                     ran.append(index)
                 elif outcome.status == "timeout" and await self.responsive():
@@ -459,13 +994,15 @@ class Runner:
                     for rest in indices[position + 1:]:
                         outcomes[rest] = Outcome("not-run", "no time left to restart the kernel")
                     break
+                elif checker is not None:
+                    await checker("start", None)
         finally:
             await self.stop()
         return outcomes
 
 
 # --------------------------------------------------------------------------------------------
-# Grading
+# Grading one notebook
 
 def _run_sync(coroutine):
     """``asyncio.run``, also from inside a running event loop (a Jupyter kernel)."""
@@ -477,59 +1014,356 @@ def _run_sync(coroutine):
         return pool.submit(asyncio.run, coroutine).result()
 
 
+def _use_sandbox(options: Options) -> bool:
+    if options.kernel_name:
+        return False
+    wanted = grade_sandbox.sandbox_wanted(options.sandbox)
+    available = wanted and grade_sandbox.sandbox_available()
+    if options.require_sandbox and not available:
+        raise UnusableInput("bubblewrap (bwrap) is required (--sandbox) but does not work here; "
+                            "install the Debian package bubblewrap")
+    return available
+
+
 def grade_notebook(path, *, reference=None, timeout: float = 60, total_timeout: float = 600,
-                   kernel_name: str | None = None) -> Grade:
-    """Run the notebook at ``path`` in a fresh kernel and grade its graded cells.
+                   kernel_name: str | None = None, options: Options | None = None) -> Grade:
+    """Run the notebook at ``path`` sealed off, in a fresh kernel, and grade its graded cells.
 
     ``reference``: a notebook (path or NotebookNode) to restore graded and locked cells from.
     Raises :class:`UnusableInput` when the notebook or the reference cannot be used.
     """
     start = time.monotonic()
     path = Path(path)
+    if options is None:
+        options = Options(timeout=timeout, total_timeout=total_timeout, kernel_name=kernel_name)
     if isinstance(reference, (str, Path)):
         reference = read_notebook(reference)
-    nb, plan, decided, order, notes = prepare(read_notebook(path), path, reference)
-    indices = [i for i, c in enumerate(nb.cells)
-               if c.cell_type == "code" and c.source.strip()]
-    runner = Runner(nb, path.resolve().parent, timeout=timeout, total_timeout=total_timeout,
-                    kernel_name=kernel_name)
-    try:
-        outcomes = _run_sync(runner.run(indices))
-    except Exception as err:             # the kernel would not start
-        raise UnusableInput(f"{path}: could not run a Python kernel "
-                            f"({type(err).__name__}: {shorten(err, 160)})") from None
-    grade = Grade(str(path), notes=notes)
-    for grade_id in order:
-        if grade_id in decided and decided[grade_id].status == "missing":
-            grade.cells.append(decided[grade_id])
+    original = path.read_bytes() if path.is_file() else None
+    plan = prepare(read_notebook(path), path, reference)
+    sandboxed = _use_sandbox(options)
+    graded_index = {index: grade_id for grade_id, (index, _) in plan.graded.items()}
+    always = set(plan.locked) | set(plan.answers) | set(graded_index)
+    code = [i for i, c in enumerate(plan.nb.cells) if c.cell_type == "code" and c.source.strip()]
+    indices = code if options.run_all else needed_cells(plan.nb, always)
+    skipped = len(code) - len(indices)
+
+    expected = options.fingerprints or grade_probe.expected_fingerprints()
+    names = list(expected)
+    student_names = set()
+    for index in plan.solution:
+        student_names |= grade_probe.defined_names(plan.nb.cells[index].source)
+    graded_uses = set()
+    for index in graded_index:
+        graded_uses |= grade_probe.used_names(plan.nb.cells[index].source)
+    imported = {entry for entry in plan.imported
+                if entry[0] in graded_uses and entry[0] not in student_names}
+    if options.kernel_name:              # another interpreter: its files are not the grader's
+        names = []
+    # before a graded cell, the harness, numpy and the builtins; after it, also IPython's and
+    # the kernel's classes (a change to those lasts, and the probe after the cell sees it)
+    cheap_names = [n for n in names
+                   if not n.startswith(("IPython.", "ipykernel.", "jupyter_client."))]
+    state = {"baseline": None, "bad": {}, "clean": True}
+
+    async def checker(when, index):
+        wanted = {"start": [], "before": cheap_names}.get(when, names)
+        report, trouble = await runner.probe(wanted, student_names, imported,
+                                             behaviour=when == "after")
+        problems = [trouble] if trouble else []
+        if report is not None:
+            if when == "start":
+                state["baseline"] = report.get("baseline")
+            problems += grade_probe.compare(report, state["baseline"], expected)
+        if index is not None and problems:
+            state["bad"].setdefault(index, [])
+            for problem in problems:
+                if problem not in state["bad"][index]:
+                    state["bad"][index].append(problem)
+
+    with tempfile.TemporaryDirectory(prefix="checks-grade-") as scratch:
+        work = Path(scratch) / "work"
+        work.mkdir()
+        os.chmod(scratch, 0o700)
+        if original is not None:
+            (work / path.name).write_bytes(original)
+        runner = Runner(plan.nb, work, options, sandboxed)
+        try:
+            outcomes = _run_sync(runner.run(indices, set(graded_index),
+                                            checker if options.probes else None))
+        except UnusableInput:
+            raise
+        except Exception as err:             # the kernel would not start
+            raise UnusableInput(f"{path}: could not run a Python kernel "
+                                f"({type(err).__name__}: {shorten(err, 160)})") from None
+
+    grade = Grade(str(path), notes=list(plan.notes), flags=list(plan.flags),
+                  sandboxed=sandboxed, reference=reference is not None)
+    if skipped:
+        grade.notes.append(f"{skipped} code cell(s) that no graded cell needs were not run")
+    if not sandboxed:
+        grade.notes.append("not sandboxed (no bubblewrap): the submission ran as the teacher, "
+                           "next to the teacher's files; use bubblewrap for a class")
+    crashes = []
+    for index in indices:
+        outcome = outcomes.get(index)
+        if index not in graded_index and outcome and outcome.status in ("crashed", "timeout"):
+            crashes.append((index, outcome))
+            grade.notes.append(f"code cell {index} (not graded): {outcome.status}: "
+                               f"{outcome.message}; later cells ran in a fresh kernel without it")
+    flagged_from = min(state["bad"]) if state["bad"] else None
+    for grade_id in plan.order:
+        if grade_id in plan.decided and grade_id not in plan.graded:
+            grade.cells.append(plan.decided[grade_id])
             continue
-        index, points = plan[grade_id]
+        index, points = plan.graded[grade_id]
         outcome = outcomes.get(index, Outcome("not-run", "the cell is empty"))
-        if grade_id in decided:                              # tampered
-            grade.cells.append(decided[grade_id])
+        if grade_id in plan.decided:                              # tampered
+            grade.cells.append(plan.decided[grade_id])
+        elif flagged_from is not None and index >= flagged_from:
+            problems = state["bad"].get(index) or state["bad"][flagged_from]
+            grade.cells.append(CellResult(grade_id, 0.0, points, "flagged",
+                                          shorten("integrity check failed: "
+                                                  + "; ".join(problems))))
         elif outcome.status == "ok":
             grade.cells.append(CellResult(grade_id, points, points, "passed"))
         else:
-            status = outcome.status
-            if status == "error" and outcome.message.startswith("AssertionError"):
+            status, message = outcome.status, outcome.message
+            if status == "error" and message.startswith("AssertionError"):
                 status = "failed"
-            grade.cells.append(CellResult(grade_id, 0.0, points, status, outcome.message))
+            earlier = [i for i, _ in crashes if i < index]
+            if earlier and status in ("error", "failed"):
+                message = shorten(f"{message} [the kernel had {crashes[0][1].status} in code "
+                                  f"cell {earlier[-1]}, not graded, before this one]")
+            grade.cells.append(CellResult(grade_id, 0.0, points, status, message))
+    for index in sorted(state["bad"]):
+        for problem in state["bad"][index]:
+            text = f"code cell {index} ({graded_index.get(index, '')}): {problem}"
+            if text not in grade.flags:
+                grade.flags.append(text)
+    if plan.flags:
+        # a layer built on the answer key: its graded cells earn nothing
+        for cell in grade.cells:
+            if cell.status == "passed" and any("cnn_lessons" in f for f in plan.flags):
+                cell.status, cell.score = "flagged", 0.0
+                cell.message = "the student's code uses cnn_lessons, the answer key"
+    if original is not None and path.is_file() and path.read_bytes() != original:
+        grade.flags.append("the submission's file changed while it was graded")
     grade.seconds = time.monotonic() - start
     return grade
 
 
-def submissions(paths) -> list[Path]:
-    """The notebooks named by ``paths``: files as given, folders searched for ``*.ipynb``."""
-    found = []
+# --------------------------------------------------------------------------------------------
+# Grading many notebooks: one grading process each, --jobs at once
+
+def _sign(key: bytes, payload: str) -> str:
+    return hmac.new(key, payload.encode(), hashlib.sha256).hexdigest()
+
+
+def _options_dict(options: Options) -> dict:
+    data = asdict(options)
+    return data
+
+
+def _options_from(data: dict) -> Options:
+    data = dict(data)
+    data["limits"] = grade_sandbox.Limits(**data["limits"])
+    return Options(**data)
+
+
+def worker_main() -> int:
+    """``python -m checks.grade --worker``: grade one notebook described on standard input and
+    print the result, signed, on standard output."""
+    task = json.loads(sys.stdin.readline())
+    key = bytes.fromhex(task["key"])
+    grade_sandbox.become_subreaper()
+    try:
+        reference = read_notebook(task["reference"]) if task.get("reference") else None
+        grade = grade_notebook(task["path"], reference=reference,
+                               options=_options_from(task["options"]))
+        payload = json.dumps({"grade": grade.to_dict()})
+    except UnusableInput as err:
+        payload = json.dumps({"unusable": str(err)})
+    except Exception as err:
+        payload = json.dumps({"unusable": f"{task['path']}: the grader failed "
+                                          f"({type(err).__name__}: {shorten(err, 160)})"})
+    finally:
+        grade_sandbox.kill_everything_below(os.getpid())
+    sys.stdout.write(f"RESULT {_sign(key, payload)} {payload}\n")
+    sys.stdout.flush()
+    return 0
+
+
+def grade_in_worker(path: Path, reference: Path | None, options: Options) -> Grade:
+    """Grade ``path`` in a grading process of its own; a :class:`Grade` with ``problem`` set
+    when that process dies or hands back nothing it signed."""
+    key = secrets.token_bytes(32)
+    if options.probes and options.fingerprints is None:
+        options.fingerprints = grade_probe.expected_fingerprints()
+    task = json.dumps({"key": key.hex(), "path": str(path),
+                       "reference": str(reference) if reference else None,
+                       "options": _options_dict(options)})
+    limit = options.total_timeout + 4 * STARTUP_TIMEOUT + 60
+    start = time.monotonic()
+    process = subprocess.Popen([sys.executable, "-m", "checks.grade", "--worker"],
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                               stderr=subprocess.DEVNULL, start_new_session=True, text=True)
+    try:
+        out, _ = process.communicate(task + "\n", timeout=limit)
+    except subprocess.TimeoutExpired:
+        out = ""
+    finally:
+        for pid in grade_sandbox.descendants(process.pid) | {process.pid}:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except OSError:
+            pass
+        process.wait()
+    for line in reversed(out.splitlines()):
+        parts = line.split(" ", 2)
+        if len(parts) == 3 and parts[0] == "RESULT" and \
+                hmac.compare_digest(parts[1], _sign(key, parts[2])):
+            data = json.loads(parts[2])
+            if "unusable" in data:
+                raise UnusableInput(data["unusable"])
+            return Grade.from_dict(data["grade"])
+    code = process.returncode
+    why = _death_text(code).replace("the kernel", "the grading process")
+    grade = Grade(str(path), problem=f"{why} before it finished; grade this notebook again "
+                                     f"with bubblewrap installed",
+                  seconds=time.monotonic() - start)
+    grade.flags.append("the grading process of this submission was killed or sent nothing "
+                       "valid (a submission attacking its grader?)")
+    return grade
+
+
+def grade_many(paths, reference: Path | None, options: Options, jobs: int,
+               on_result=None) -> list:
+    """Grade every notebook in ``paths`` (``jobs`` at once); ``[Grade or UnusableInput]`` in
+    the order of ``paths``; ``on_result(i, result)`` as each finishes."""
+    results = [None] * len(paths)
+
+    def one(i):
+        try:
+            result = grade_in_worker(paths[i], reference, options)
+        except UnusableInput as err:
+            result = err
+        results[i] = result
+        if on_result is not None:
+            on_result(i, result)
+
+    with concurrent.futures.ThreadPoolExecutor(max(1, jobs)) as pool:
+        list(pool.map(one, range(len(paths))))
+    return results
+
+
+# --------------------------------------------------------------------------------------------
+# Reports
+
+def feedback_markdown(grade: Grade) -> str:
+    """The student's feedback file: every graded cell, its points and message."""
+    name = Path(grade.path).name
+    lines = [f"# Feedback: {name}", ""]
+    if grade.problem:
+        return "\n".join(lines + [f"Not graded: {grade.problem}", ""])
+    lines += [f"**Score: {fmt(grade.score)} / {fmt(grade.max_score)}**", "",
+              "| graded cell | points | status | message |", "| --- | --- | --- | --- |"]
+    for c in grade.cells:
+        message = c.message.replace("|", "\\|")
+        lines.append(f"| `{c.grade_id}` | {fmt(c.score)} / {fmt(c.max_score)} | {c.status} | "
+                     f"{message} |")
+    lines.append("")
+    if grade.flags:
+        lines += ["Held for review by the teacher:", ""] + [f"- {f}" for f in grade.flags] + [""]
+    if grade.notes:
+        lines += ["Notes:", ""] + [f"- {n}" for n in grade.notes] + [""]
+    how = "in a sandbox" if grade.sandboxed else "without a sandbox"
+    lines.append(f"Graded {how} in {grade.seconds:.1f} s.")
+    return "\n".join(lines) + "\n"
+
+
+def feedback_path(folder: Path, submission: str) -> Path:
+    name = re.sub(r"[^\w.-]+", "_", Path(submission).stem) or "submission"
+    return folder / f"{name}.md"
+
+
+GRADEBOOK_FIXED = ["submission", "score", "max_score", "review", "sandboxed", "reference",
+                   "problem", "flags"]
+
+
+def update_gradebook(path: Path, results) -> None:
+    """Write the rows of ``results`` into the CSV gradebook at ``path``, replacing the rows of
+    the same submissions and keeping every other row (atomically)."""
+    from cnn_lessons.files import atomic_write
+
+    rows, columns = {}, list(GRADEBOOK_FIXED)
+    if path.exists():
+        try:
+            with open(path, newline="", encoding="utf-8") as f:
+                reader = csv.DictReader(f)
+                for name in reader.fieldnames or []:
+                    if name not in columns:
+                        columns.append(name)
+                for row in reader:
+                    rows[row.get("submission", "")] = row
+        except (OSError, csv.Error, UnicodeDecodeError) as err:
+            raise UnusableInput(f"{path}: cannot read the gradebook ({err})") from None
+    for result in results:
+        if isinstance(result, UnusableInput):
+            where = str(result).split(": ", 1)
+            if len(where) == 2 and where[0].endswith(".ipynb"):
+                rows[where[0]] = {"submission": where[0], "problem": where[1], "score": "",
+                                  "max_score": "", "review": "yes"}
+            continue
+        row = {"submission": result.path, "score": fmt(result.score),
+               "max_score": fmt(result.max_score), "review": "yes" if result.review else "",
+               "sandboxed": "yes" if result.sandboxed else "no",
+               "reference": "yes" if result.reference else "no",
+               "problem": result.problem, "flags": " | ".join(result.flags)}
+        for cell in result.cells:
+            if cell.grade_id not in columns:
+                columns.append(cell.grade_id)
+            row[cell.grade_id] = fmt(cell.score)
+        rows[result.path] = row
+    with atomic_write(path, "w", encoding="utf-8", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        for name in sorted(rows):
+            writer.writerow(rows[name])
+
+
+# --------------------------------------------------------------------------------------------
+# Command line
+
+def submissions(paths, skip=(), include_teacher=False) -> tuple[list[Path], list[str],
+                                                                   list[str]]:
+    """``(notebooks, notes, errors)`` named by ``paths``: files as given, folders searched for
+    ``*.ipynb``; teacher notebooks and the files in ``skip`` left out with a note."""
+    found, notes, errors = [], [], []
+    skip = {Path(s).resolve() for s in skip}
     for name in paths:
         path = Path(name)
         if path.is_dir():
             inside = sorted(p for p in path.rglob("*.ipynb")
                             if ".ipynb_checkpoints" not in p.parts)
-            found += inside or [path]       # an empty folder is reported as unusable
+            if not inside:
+                errors.append(f"{path}: no .ipynb file in this folder")
+            found += inside
         else:
             found.append(path)
-    return found
+    kept = []
+    for path in found:
+        if path.resolve() in skip:
+            notes.append(f"{path}: skipped (it is the reference)")
+        elif not include_teacher and path.is_file() and is_teacher_notebook(path):
+            notes.append(f"{path}: skipped: the teacher's notebook (answer key), not a "
+                         f"submission (--include-teacher to grade it)")
+        else:
+            kept.append(path)
+    return kept, notes, errors
 
 
 class _Parser(argparse.ArgumentParser):
@@ -542,63 +1376,185 @@ def _positive(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected 0 (no limit) or more, got {text!r}")
     return value
 
 
 def main(argv=None) -> int:
+    if argv is None and sys.argv[1:2] == ["--worker"]:
+        return worker_main()
+    defaults = grade_sandbox.Limits()
     parser = _Parser(
         prog=PROG,
-        description="Grade submitted notebooks: run each one in a fresh Python kernel and "
+        description="Grade submitted notebooks: run each one sealed off (a private copy, "
+                    "resource limits, bubblewrap when installed) in a fresh Python kernel and "
                     "score its graded cells (nbgrader metadata grade: true); a graded cell "
-                    "earns its points when it runs without an error.",
+                    "earns its points when it runs without an error and the kernel passes the "
+                    "integrity probes around it.",
         epilog="Statuses: passed, failed (AssertionError), error, timeout, crashed, not-run, "
-               "missing, tampered. Exit status: 0 grading completed (whatever the scores), "
-               "2 a submission or the reference cannot be used.")
+               "missing, tampered, flagged. Exit status: 0 every submission graded (whatever "
+               "the scores), 2 one could not be (named on standard error).")
     parser.add_argument("paths", nargs="+", metavar="SUBMISSION",
-                        help="a submitted .ipynb, or a folder searched for them")
+                        help="a submitted .ipynb, or a folder searched for them (teacher "
+                             "notebooks and the reference are skipped)")
     parser.add_argument("--reference", metavar="NOTEBOOK",
                         help="the released notebook (or the teacher's): graded and locked cells "
-                             "are restored from it by grade_id")
+                             "are restored from it by grade_id. Always give it for a class: "
+                             "without it the grade is provisional")
     parser.add_argument("--timeout", type=_positive, default=60, metavar="SECONDS",
                         help="time limit per cell (default 60)")
     parser.add_argument("--total-timeout", type=_positive, default=600, metavar="SECONDS",
                         help="time limit for a whole notebook (default 600)")
+    parser.add_argument("--jobs", type=_count, default=os.cpu_count() or 1, metavar="N",
+                        help="notebooks graded at once (default: every core, here "
+                             f"{os.cpu_count() or 1})")
+    parser.add_argument("--memory", type=_count, default=defaults.memory_mb, metavar="MB",
+                        help=f"memory per kernel (default {defaults.memory_mb}; 0: no limit)")
+    parser.add_argument("--cpu-time", type=_count, default=defaults.cpu_seconds,
+                        metavar="SECONDS", help="processor time per kernel (default "
+                                                f"{defaults.cpu_seconds}; 0: no limit)")
+    parser.add_argument("--processes", type=_count, default=defaults.processes, metavar="N",
+                        help=f"processes per kernel (default {defaults.processes}; 0: no limit)")
+    parser.add_argument("--file-size", type=_count, default=defaults.file_mb, metavar="MB",
+                        help="largest file a kernel may write (default "
+                             f"{defaults.file_mb}; 0: no limit)")
+    box = parser.add_mutually_exclusive_group()
+    box.add_argument("--sandbox", dest="sandbox", action="store_true", default=None,
+                     help="require bubblewrap: refuse to grade without it")
+    box.add_argument("--no-sandbox", dest="sandbox", action="store_false",
+                     help="do not use bubblewrap even when installed (also "
+                          "CHECKS_GRADE_SANDBOX=off)")
+    parser.add_argument("--run-all", action="store_true",
+                        help="run every code cell, also those no graded cell needs")
+    parser.add_argument("--include-teacher", action="store_true",
+                        help="grade teacher notebooks (*-solution.ipynb) too")
     parser.add_argument("--kernel", metavar="NAME",
-                        help="an installed kernel spec (default: this Python)")
+                        help="an installed kernel spec (default: this Python; never sandboxed)")
     parser.add_argument("--json", action="store_true",
                         help="print one JSON object per submission (one per line)")
+    parser.add_argument("--feedback", metavar="DIR",
+                        help="write one Markdown feedback file per submission into DIR")
+    parser.add_argument("--gradebook", metavar="FILE.csv",
+                        help="write the scores into this CSV (rows of other submissions kept)")
     args = parser.parse_args(argv)
 
-    try:
-        reference = read_notebook(args.reference) if args.reference else None
-    except UnusableInput as err:
-        print(f"{PROG}: error: reference {err}", file=sys.stderr)
-        return 2
-    status, grades = 0, []
-    for path in submissions(args.paths):
+    options = Options(timeout=args.timeout, total_timeout=args.total_timeout,
+                      kernel_name=args.kernel, sandbox=args.sandbox,
+                      require_sandbox=args.sandbox is True, run_all=args.run_all,
+                      limits=grade_sandbox.Limits(args.memory, args.cpu_time, args.processes,
+                                                  args.file_size))
+    reference = None
+    if args.reference:
         try:
-            grade = grade_notebook(path, reference=reference, timeout=args.timeout,
-                                   total_timeout=args.total_timeout, kernel_name=args.kernel)
+            ref_nb = read_notebook(args.reference)
+            graded_cells(ref_nb, "reference")
         except UnusableInput as err:
+            print(f"{PROG}: error: reference {err}", file=sys.stderr)
+            return 2
+        reference = Path(args.reference)
+    try:
+        _use_sandbox(options)
+    except UnusableInput as err:
+        print(f"{PROG}: error: {err}", file=sys.stderr)
+        return 2
+    for name, value in (("--feedback", args.feedback), ("--gradebook", args.gradebook)):
+        target = Path(value) if value else None
+        if target is not None and (target.exists() and (target.is_dir() != (name == "--feedback"))):
+            print(f"{PROG}: error: {name} {value}: expected a "
+                  f"{'folder' if name == '--feedback' else 'CSV file'}", file=sys.stderr)
+            return 2
+    found, notes, errors = submissions(args.paths, skip=[reference] if reference else [],
+                                       include_teacher=args.include_teacher)
+    status = 0
+    for note in notes:
+        print(f"{PROG}: {note}", file=sys.stderr)
+    for error in errors:
+        print(f"{PROG}: error: {error}", file=sys.stderr)
+        status = 2
+    if not found:
+        if not errors:
+            print(f"{PROG}: error: nothing to grade (only teacher notebooks or the reference)",
+                  file=sys.stderr)
+        return 2
+
+    def show(i, result):
+        try:
+            write(i, result)
+        except BrokenPipeError:          # the reader went away (| head): keep grading quietly
+            sys.stdout = open(os.devnull, "w")
+
+    def write(i, result):
+        if isinstance(result, UnusableInput):
+            print(f"{PROG}: error: {result}", file=sys.stderr, flush=True)
+        elif args.json:
+            print(json.dumps(result.to_dict()), flush=True)
+        else:
+            print(result, end="\n\n", flush=True)
+        if args.feedback and isinstance(result, Grade):
+            from cnn_lessons.files import atomic_write
+
+            with atomic_write(feedback_path(Path(args.feedback), result.path), "w",
+                              encoding="utf-8") as f:
+                f.write(feedback_markdown(result))
+
+    import threading
+    lock = threading.Lock()
+    waiting, shown = {}, [0]
+
+    def locked_show(i, result):
+        # reports come out in the order of the submissions, each as soon as it can
+        with lock:
+            waiting[i] = result
+            while shown[0] in waiting:
+                show(shown[0], waiting.pop(shown[0]))
+                shown[0] += 1
+
+    results = grade_many(found, reference, options, args.jobs, on_result=locked_show)
+    grades = [r for r in results if isinstance(r, Grade)]
+    if any(isinstance(r, UnusableInput) for r in results) or any(g.problem for g in grades):
+        status = 2
+    if args.gradebook:
+        try:
+            update_gradebook(Path(args.gradebook), results)
+        except (UnusableInput, OSError) as err:
             print(f"{PROG}: error: {err}", file=sys.stderr)
             status = 2
-            continue
-        grades.append(grade)
-        if args.json:
-            print(json.dumps(grade.to_dict()), flush=True)
-        else:
-            print(grade, end="\n\n", flush=True)
-    if len(grades) > 1 and not args.json:
-        body = [[g.path, f"{fmt(g.score)} / {fmt(g.max_score)}"] for g in grades]
-        print("\n".join(table(["submission", "score"], body)))
-    if grades and reference is None and not args.json:
-        print(f"{'' if len(grades) == 1 else chr(10)}Graded without --reference: the graded "
-              f"cells were taken from the submissions themselves (checksums verified where "
-              f"present).")
+    try:
+        _summary(args, grades, reference)
+    except BrokenPipeError:
+        sys.stdout = open(os.devnull, "w")
     return status
+
+
+def _summary(args, grades, reference) -> None:
+    if not args.json:
+        if len(grades) > 1:
+            body = [[g.path, "not graded" if g.problem else
+                     f"{fmt(g.score)} / {fmt(g.max_score)}", "REVIEW" if g.review else ""]
+                    for g in grades]
+            print("\n".join(table(["submission", "score", ""], body)))
+        review = [g.path for g in grades if g.review]
+        if review:
+            print(f"\nFlagged for review ({len(review)}): {', '.join(review)}")
+        if grades and reference is None:
+            print("\nGraded without --reference: the graded cells were taken from the "
+                  "submissions themselves, so these grades are provisional. Give the released "
+                  "notebook with --reference.")
+        if grades and not all(g.sandboxed for g in grades):
+            print("\nNot sandboxed: bubblewrap (bwrap) is not installed or was turned off; "
+                  "install it (Debian package bubblewrap) before grading a class.")
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ import copy
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -217,8 +218,11 @@ def graded_ids(nb):
 
 def test_assignment_notebooks(tiny):
     student_path, teacher_path = tiny
-    assert sorted(p.name for p in student_path.parent.iterdir()) == [
-        "tiny-chapter-solution.ipynb", "tiny-chapter.ipynb"]       # no temporary file left
+    # two folders, nothing else in them (no temporary file left)
+    assert [p.name for p in student_path.parent.iterdir()] == ["tiny-chapter.ipynb"]
+    assert [p.name for p in teacher_path.parent.iterdir()] == ["tiny-chapter-solution.ipynb"]
+    assert teacher_path.parent == student_path.parent.with_name(student_path.parent.name
+                                                                + "-teacher")
     student, teacher = (nbformat.read(p, as_version=4) for p in tiny)
     for nb in (student, teacher):
         nbformat.validate(nb)
@@ -243,6 +247,10 @@ def test_assignment_notebooks(tiny):
     assert "SECRET-ANSWER-ONE" in teacher_text and "SECRET-ANSWER-THREE" in teacher_text
     assert "return 2 * x" in teacher_text and "SOLUTION" not in teacher_text
     assert "{solution} some-label" in student_text                 # a literal block stays
+    graded = {"tiny-double-check": 1, "tiny-scale-check": 2, "tiny-numpy-check": 1}
+    assert student.metadata["checks"] == {"role": "student", "chapter": "tiny-chapter",
+                                          "graded": graded}
+    assert teacher.metadata["checks"]["role"] == "teacher"
 
 
 def test_checksum_is_the_one_nbgrader_computes():
@@ -343,7 +351,7 @@ def test_a_loop_that_ignores_the_interrupt_gets_a_fresh_kernel(tiny, tmp_path, m
                 "while True:\n    pass")
     path = submission(tmp_path, tiny[1], after_tiny_double_check=stubborn)
     start = time.monotonic()
-    result = grade.grade_notebook(path, timeout=2)
+    result = grade.grade_notebook(path, options=grade.Options(timeout=2, run_all=True))
     assert time.monotonic() - start < 20
     assert (result.score, result.max_score) == (4, 4)     # earlier cells re-run, later ones run
 
@@ -352,7 +360,7 @@ def test_a_kernel_crash_costs_only_the_cell_that_crashed(tiny, tmp_path):
     crash = "def double(x):\n    import os\n    os._exit(1)"
     segfault = "import ctypes\nctypes.string_at(0)"
     path = submission(tmp_path, tiny[1], tiny_double=crash, after_tiny_scale_check=segfault)
-    result = grade.grade_notebook(path)
+    result = grade.grade_notebook(path, options=grade.Options(run_all=True))
     assert statuses(result) == {"tiny-double-check": ("crashed", 0),
                                 "tiny-scale-check": ("passed", 2),
                                 "tiny-numpy-check": ("passed", 1)}
@@ -415,10 +423,11 @@ def test_edited_graded_cells_tampered_restored_or_missing(tiny, tmp_path):
 
 
 def test_the_notebook_time_limit_marks_the_rest_not_run(tiny, tmp_path):
-    path = submission(tmp_path, tiny[1], after_tiny_double_check="import time\ntime.sleep(30)")
+    path = submission(tmp_path, tiny[1], after_tiny_double_check="import time\ntime.sleep(120)")
     start = time.monotonic()
-    result = grade.grade_notebook(path, timeout=20, total_timeout=3)
-    assert time.monotonic() - start < 15
+    result = grade.grade_notebook(path, options=grade.Options(timeout=100, total_timeout=8,
+                                                              run_all=True))
+    assert time.monotonic() - start < 60
     assert statuses(result) == {"tiny-double-check": ("passed", 1),
                                 "tiny-scale-check": ("not-run", 0),
                                 "tiny-numpy-check": ("not-run", 0)}
@@ -433,30 +442,42 @@ def run(*args, cwd=ROOT):
 
 
 def test_cli_assign_then_grade_json(tmp_path):
-    made = run("assign", str(FIXTURE), "--out", str(tmp_path))
+    made = run("assign", str(FIXTURE), "--out", str(tmp_path / "release"))
     assert made.returncode == 0, made.stderr
-    assert made.stdout.split() == [str(tmp_path / "tiny-chapter.ipynb"),
-                                   str(tmp_path / "tiny-chapter-solution.ipynb")]
-    graded = run("grade", str(tmp_path / "tiny-chapter.ipynb"), "--json", "--reference",
-                 str(tmp_path / "tiny-chapter.ipynb"))
+    assert made.stdout.split() == [str(tmp_path / "release" / "tiny-chapter.ipynb"),
+                                   str(tmp_path / "release-teacher" / "tiny-chapter-solution.ipynb")]
+    (tmp_path / "in").mkdir()
+    shutil.copy(tmp_path / "release" / "tiny-chapter.ipynb", tmp_path / "in" / "bob.ipynb")
+    graded = run("grade", str(tmp_path / "in" / "bob.ipynb"), "--json", "--reference",
+                 str(tmp_path / "release" / "tiny-chapter.ipynb"))
     assert graded.returncode == 0, graded.stderr
     (line,) = graded.stdout.splitlines()
     result = json.loads(line)
     assert {"score", "max_score", "cells"} <= set(result)
     assert (result["score"], result["max_score"]) == (1, 4)
+    assert result["review"] is False and result["reference"] is True
     assert [set(c) for c in result["cells"]] == [
         {"grade_id", "score", "max_score", "status", "message"}] * 3
     assert [c["status"] for c in result["cells"]] == ["error", "error", "passed"]
 
 
-def test_cli_grade_a_folder_prints_a_table_per_notebook(tiny):
-    graded = run("grade", str(tiny[0].parent))
+def test_cli_grade_a_folder_prints_a_table_per_notebook(tiny, tmp_path):
+    folder = tmp_path / "submitted"
+    folder.mkdir()
+    shutil.copy(tiny[0], folder / "bob.ipynb")
+    ada = nbformat.read(tiny[1], as_version=4)
+    ada.metadata["checks"]["role"] = "student"
+    nbformat.write(ada, folder / "ada.ipynb")
+    shutil.copy(tiny[1], folder / "tiny-chapter-solution.ipynb")     # the answer key, skipped
+    graded = run("grade", str(folder))
     assert graded.returncode == 0, graded.stderr
     out = graded.stdout
-    assert "tiny-chapter.ipynb: 1 / 4 points" in out
-    assert "tiny-chapter-solution.ipynb: 4 / 4 points" in out
+    assert "bob.ipynb: 1 / 4 points" in out
+    assert "ada.ipynb: 4 / 4 points" in out
+    assert "tiny-chapter-solution.ipynb: skipped: the teacher's notebook" in graded.stderr
+    assert "tiny-chapter-solution.ipynb:" not in out
     assert any(line.split()[:4] == ["tiny-scale-check", "0", "/", "2"] for line in out.splitlines())
-    assert "Graded without --reference" in out
+    assert "Graded without --reference" in out and "provisional" in out
 
 
 def test_help_mentions_assign_and_grade():
