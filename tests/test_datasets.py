@@ -237,9 +237,17 @@ def real_folder(name):
     candidates = [data.dataset_folder(env, name)] if env else []
     candidates += [Path(p) for p in data.DATASETS[name].system_dirs]
     for folder in candidates:
-        if all(data.find_file(folder, f) for f in NAMES):
+        if all(data.find_file(folder, f) for f in NAMES) and _holds(folder, name):
             return folder
     return None
+
+
+def _holds(folder, name) -> bool:
+    """True when the (small) test-label file in ``folder`` is ``name``'s: both datasets use
+    the same file names, so a folder of MNIST files must not stand in for Fashion-MNIST."""
+    labels = "t10k-labels-idx1-ubyte"
+    raw = data.read_bytes(data.find_file(folder, labels))
+    return hashlib.sha256(raw).hexdigest() == data.DATASETS[name].sha256[labels]
 
 
 @pytest.mark.skipif(real_folder("fashion-mnist") is None,
