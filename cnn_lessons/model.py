@@ -15,6 +15,7 @@ import inspect
 import numpy as np
 
 from . import saving
+from .validate import sizes
 from .saving import FORMAT, ModelFileError, layer_types, read_metadata  # noqa: F401 (its interface)
 
 
@@ -98,7 +99,14 @@ class Sequential:
         return first.backward(dout)
 
     def predict(self, x, batch_size: int = 1000) -> np.ndarray:
-        """Class predictions ``(N,)`` in evaluation mode, in batches; restores the mode after."""
+        """Class predictions ``(N,)`` in evaluation mode, in batches; restores the mode after.
+        An empty batch ``(0, ...)`` has the empty array of predictions."""
+        batch_size = sizes("Sequential.predict", batch_size=batch_size)
+        x = np.asarray(x)
+        if x.ndim == 0:
+            raise ValueError("Sequential.predict: expected a batch (N, ...), got a scalar")
+        if len(x) == 0:
+            return np.zeros(0, dtype=np.intp)
         with eval_mode(self):
             return np.concatenate([self.forward(x[i:i + batch_size]).argmax(axis=1)
                                    for i in range(0, len(x), batch_size)])
