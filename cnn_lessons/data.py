@@ -35,14 +35,17 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import math
 import os
 import sys
-import tempfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from .files import cleans_up_on_signals, temp_file
+from .validate import float_dtype
 
 ENV_VAR = "CNN_LESSONS_DATA"
 
@@ -139,7 +142,7 @@ def parse_idx(data: bytes, *, name="<bytes>", ndim: int | None = None) -> np.nda
                         f"the file has {len(data)}")
     shape = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(dims))
     dtype = IDX_TYPES[type_code]
-    expected = header + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    expected = header + math.prod(shape) * dtype.itemsize      # exact: no int64 overflow
     if len(data) != expected:
         what = "truncated" if len(data) < expected else "too long"
         raise DataError(f"{name}: {what}: the header promises shape {shape} of {dtype.name}, "
@@ -221,6 +224,7 @@ def check_sha256(data: bytes, name: str, where) -> None:
                         "file; delete it (a cached copy is downloaded again).")
 
 
+@cleans_up_on_signals          # a kill removes the partial download, as an error does
 def download_mnist(folder=None, *, mirrors=None, progressbar=None) -> Path:
     """Download the MNIST files missing from ``folder`` (default :func:`cache_dir`) and return
     the folder. ``mirrors``: base URLs to try in turn (default :data:`MIRRORS`).
@@ -244,7 +248,7 @@ def download_mnist(folder=None, *, mirrors=None, progressbar=None) -> Path:
         failures = []
         for mirror in mirrors:
             url = f"{mirror}{name}.gz"
-            fd, tmp = tempfile.mkstemp(prefix=f".tmp-{name}-", suffix=".part", dir=folder)
+            fd, tmp = temp_file(folder, f".tmp-{name}-", ".part")   # a killed run's stale ones go
             os.close(fd)
             try:
                 print(f"Downloading {url}", flush=True)
@@ -306,9 +310,7 @@ def load_mnist(data_dir=None, *, sample=False, dtype=np.float32) -> MNIST:
     in the module docstring. ``sample=True``: the sample shipped with the package (5,000 +
     1,000 digits, 10% of each class); it needs no files and no network.
     """
-    dtype = np.dtype(dtype)
-    if not np.issubdtype(dtype, np.floating):
-        raise ValueError(f"load_mnist: dtype must be a floating type, got {dtype}")
+    dtype = float_dtype("load_mnist", dtype)
     if sample:
         if data_dir is not None:
             raise ValueError("load_mnist: data_dir is for the full dataset; sample=True always "
