@@ -468,7 +468,7 @@ class _Blocked:
     """The update of a large parameter block by block, and of one stretch of it."""
 
     def step(self, part=None):
-        """Apply one update to every parameter.
+        """Apply one update to every parameter, in place.
 
         ``part=(k, K)``: update only the ``k``-th of ``K`` stretches of every parameter
         (flattened; parameters must be contiguous). The update is elementwise, so the
@@ -493,7 +493,6 @@ class _Blocked:
                 block = slice(start, min(start + BLOCK, rows.stop))
                 self._update(flat_p[block], flat_g[block],
                              {key: a[block] for key, a in flat_state.items()})
-
 
 
 class FastSGD(_Blocked, SGD):

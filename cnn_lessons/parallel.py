@@ -214,8 +214,7 @@ def _replica(conn, shm_name, entries, layers, rank, seed, barriers, optimizer):
                     rows, training, buffers = args
                     model.train(training)
                     for layer, saved in zip(model.layers, buffers):
-                        for name, value in saved.items():   # running statistics, in evaluation
-                            layer.buffers[name][...] = value
+                        layer.buffers.update(saved)  # running statistics, in evaluation
                     arrays["y", rank][:rows] = model.forward(arrays["x", rank][:rows])
                 elif command == "backward":
                     model.backward(arrays["d", rank][:args[0]], input_grad=False)
@@ -322,7 +321,7 @@ class DataParallel:
         self._finalizer = weakref.finalize(self, _shutdown, self._workers, self._pipes,
                                            self._shm, self.arrays, moved, model.layers)
         self._parts: list[slice] = []
-        self._active = 1
+        self._pending: list[int] = []
 
     def close(self):
         """Stop the replica processes and free the shared memory."""
@@ -336,15 +335,16 @@ class DataParallel:
 
     # -- one command to the replicas, this process's part, and their answers ------------------
     def _collect(self):
-        """Every active replica's answer: the texts of those that failed."""
+        """The answer of every replica still to answer: the texts of those that failed."""
         errors = []
-        for rank in range(1, self._active):
+        for rank in list(self._pending):
             try:
                 answer = self._pipes[rank - 1].recv()
             except (EOFError, OSError):
                 process = self._workers[rank - 1]
                 process.join(1)
                 answer = ("died", f"died (exit code {process.exitcode})")
+            self._pending.remove(rank)
             if answer[0] != "done":
                 errors.append(f"replica process {rank} " + (
                     answer[1] if answer[0] == "died" else "failed:\n" + answer[1]))
@@ -355,40 +355,33 @@ class DataParallel:
         ``work()``, collect the replicas' answers.  A failure anywhere breaks the meeting point,
         so that nobody waits for a process that will not come, and the next command starts
         from a clean slate."""
-        self._active = active = len(messages)
+        active = len(messages)
         for rank in range(1, active):
             process = self._workers[rank - 1]
             if not process.is_alive():
                 raise RuntimeError(f"DataParallel: replica process {rank} died "
                                    f"(exit code {process.exitcode})")
+        self._pending = []                       # replicas whose answer is still to come
         for rank in range(1, active):
             self._pipes[rank - 1].send(messages[rank])
+            self._pending.append(rank)
         self._group.start(active)
         barrier = self._barriers.get(active)
         try:
-            result = work()
-        except threading.BrokenBarrierError:
-            result = None                            # a replica failed: its error is reported
+            try:
+                result = work()
+            except threading.BrokenBarrierError:
+                result = None                        # a replica failed: its error is reported
+            errors = self._collect()
         except BaseException:                        # an error here, or Ctrl-C
             if barrier is not None:
-                barrier.abort()
-            with contextlib.suppress(Exception):
+                barrier.abort()                      # release the replicas waiting there,
+            with contextlib.suppress(Exception):     # hear them out
                 self._collect()
-            if barrier is not None:
-                barrier.reset()
             raise
-        try:
-            errors = self._collect()
-        except BaseException:
-            if barrier is not None:
-                barrier.abort()
-            with contextlib.suppress(Exception):
-                self._collect()
-            if barrier is not None:
-                barrier.reset()
-            raise
-        if barrier is not None and barrier.broken:
-            barrier.reset()
+        finally:
+            if barrier is not None and barrier.broken:
+                barrier.reset()                      # the next command starts clean
         if errors:
             raise RuntimeError("DataParallel: " + "\n".join(errors))
         return result

@@ -105,6 +105,23 @@ def test_forward_and_backward_equal_one_process(n, processes, fast):
             np.testing.assert_allclose(buf, theirs.buffers[name], rtol=1e-12, atol=1e-14)
 
 
+def test_evaluation_mode_uses_the_running_statistics_in_every_process():
+    """After a few training batches, evaluation in float64 gives the one-process logits to
+    rounding: the replicas normalise with the model's running statistics, not their own."""
+    x, y = batch(8)
+    alone, split = small_net(), small_net()
+    for net in (alone, split):
+        for layer in net.layers:
+            if "running_var" in getattr(layer, "buffers", {}):
+                layer.buffers["running_mean"][...] = np.linspace(-1, 1, layer.num_features)
+                layer.buffers["running_var"][...] = np.linspace(0.5, 2, layer.num_features)
+    with DataParallel(split, 8, (1, 8, 8), 2, dtype=np.float64) as dp:
+        dp.eval()
+        out = dp.forward(x)
+    alone.eval()
+    np.testing.assert_allclose(out, alone.forward(x), rtol=1e-12, atol=1e-13)
+
+
 def test_replicas_follow_the_parameters_after_an_optimizer_step():
     x, y = batch(8)
     alone, split = small_net(), small_net()
