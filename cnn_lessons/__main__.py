@@ -192,9 +192,14 @@ def cmd_evaluate(args) -> int:
 
 
 def main(argv=None) -> int:
+    import numpy as np
     args = _parser().parse_args(argv)
+    # NumPy's overflow warnings would add lines to stderr; a training that diverges is stopped
+    # by its guard, which says where (--debug lets the warnings through)
+    quiet = np.errstate(all="ignore") if not args.debug else np.errstate()
     try:
-        return {"train": cmd_train, "evaluate": cmd_evaluate}[args.command](args)
+        with quiet:
+            return {"train": cmd_train, "evaluate": cmd_evaluate}[args.command](args)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

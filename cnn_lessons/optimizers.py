@@ -95,7 +95,7 @@ class SGD(Optimizer):
     def __init__(self, layers, lr: float = 0.01, momentum: float = 0.0, nesterov: bool = False,
                  weight_decay: float = 0.0):
         super().__init__(layers, lr, weight_decay)
-        self.momentum = number("SGD", "momentum", momentum, 0, 1, high_open=True)
+        self.momentum = number(type(self).__name__, "momentum", momentum, 0, 1, high_open=True)
         if nesterov and momentum <= 0:
             raise ValueError("SGD: Nesterov momentum requires momentum > 0")
         self.nesterov = bool(nesterov)
@@ -122,11 +122,12 @@ class Adam(Optimizer):
     def __init__(self, layers, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0.0):
         super().__init__(layers, lr, weight_decay)
+        where = type(self).__name__
         if not isinstance(betas, (tuple, list)) or len(betas) != 2:
-            raise ValueError(f"Adam: betas must be a pair (b1, b2), got {betas!r}")
-        self.betas = tuple(number("Adam", f"betas[{i}]", b, 0, 1, high_open=True)
+            raise ValueError(f"{where}: betas must be a pair (b1, b2), got {betas!r}")
+        self.betas = tuple(number(where, f"betas[{i}]", b, 0, 1, high_open=True)
                            for i, b in enumerate(betas))
-        self.eps = number("Adam", "eps", eps, 0, low_open=True)
+        self.eps = number(where, "eps", eps, 0, low_open=True)
 
     def config(self):
         return {**super().config(), "betas": list(self.betas), "eps": self.eps}

@@ -109,9 +109,10 @@ class BatchNorm(Layer):
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1,
                  *, dtype=np.float32):
         super().__init__()
-        num_features, dtype = sizes("BatchNorm", num_features=num_features), float_dtype("BatchNorm", dtype)
-        self.eps = number(f"BatchNorm({num_features})", "eps", eps, 0, low_open=True)
-        self.momentum = number(f"BatchNorm({num_features})", "momentum", momentum, 0, 1)
+        where = type(self).__name__
+        num_features, dtype = sizes(where, num_features=num_features), float_dtype(where, dtype)
+        self.eps = number(f"{where}({num_features})", "eps", eps, 0, low_open=True)
+        self.momentum = number(f"{where}({num_features})", "momentum", momentum, 0, 1)
         self.num_features = num_features
         self.params["gamma"] = np.ones(num_features, dtype=dtype)
         self.params["beta"] = np.zeros(num_features, dtype=dtype)
