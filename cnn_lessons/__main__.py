@@ -1,8 +1,13 @@
 """Command line: ``python -m cnn_lessons train ...`` and ``python -m cnn_lessons evaluate ...``.
 
     python -m cnn_lessons train --model cnn --epochs 3 --batch-size 64 --optimizer adam \\
-        --lr 1e-3 --seed 0 --out model.npz [--data-dir DIR] [--sample] [--metrics-json FILE]
-    python -m cnn_lessons evaluate model.npz [--data-dir DIR] [--sample] [--plots DIR]
+        --lr 1e-3 --seed 0 --out model.npz [--dataset {mnist,fashion-mnist}] [--data-dir DIR] \\
+        [--sample] [--metrics-json FILE]
+    python -m cnn_lessons evaluate model.npz [--dataset NAME] [--data-dir DIR] [--sample] \\
+        [--plots DIR]
+
+A saved model remembers the dataset it was trained on, and ``evaluate`` uses that dataset
+unless ``--dataset`` says otherwise.
 
 Every failure (bad arguments, missing data, a corrupted or mismatched model file, an output
 that cannot be written, a training that diverges) is reported in one line on stderr with exit
@@ -17,6 +22,8 @@ import json
 import os
 import sys
 import time
+
+from .data import DATASETS
 
 
 class _Parser(argparse.ArgumentParser):
@@ -45,7 +52,7 @@ def _number(low, high=None, *, low_open=False, high_open=False):
 
 def _parser() -> argparse.ArgumentParser:
     p = _Parser(prog="python -m cnn_lessons",
-                description="Train and evaluate the book's networks on MNIST.")
+                description="Train and evaluate the book's networks on MNIST or Fashion-MNIST.")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     t = sub.add_parser("train", help="train a model and save it")
@@ -62,7 +69,10 @@ def _parser() -> argparse.ArgumentParser:
                    help="learning-rate schedule (default: the model's recipe, cosine)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--out", default="model.npz", help="where to save the model (.npz)")
-    t.add_argument("--data-dir", default=None, help="folder with the four MNIST IDX files")
+    t.add_argument("--dataset", choices=list(DATASETS), default="mnist",
+                   help="the images to train on (default: mnist)")
+    t.add_argument("--data-dir", default=None,
+                   help="folder with the dataset's four IDX files (or a subfolder per dataset)")
     t.add_argument("--sample", action="store_true", help="use the small sample shipped with the package")
     t.add_argument("--limit", type=int, default=None, help="train on the first N images only")
     t.add_argument("--metrics-json", default=None, help="write history and timings to this file")
@@ -70,6 +80,8 @@ def _parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("evaluate", help="evaluate a saved model on the test set")
     e.add_argument("model_file")
+    e.add_argument("--dataset", choices=list(DATASETS), default=None,
+                   help="default: the dataset the model was trained on (mnist if unknown)")
     e.add_argument("--data-dir", default=None)
     e.add_argument("--sample", action="store_true")
     e.add_argument("--plots", default=None, metavar="DIR", help="write the figures as PNG into DIR")
@@ -113,7 +125,7 @@ def _save(model, path, /, **metadata):
 
 def cmd_train(args) -> int:
     from . import models
-    from .data import load_mnist
+    from .data import load_dataset
     from .evaluation import evaluate
     from .optimizers import SGD, Adam
     from .training import train
@@ -126,7 +138,8 @@ def cmd_train(args) -> int:
     args.epochs = args.epochs or recipe["epochs"]
     args.batch_size = args.batch_size or recipe["batch_size"]
     args.schedule = args.schedule or recipe["lr_schedule"]
-    data = load_mnist(args.data_dir, sample=args.sample)
+    data = load_dataset(args.dataset, args.data_dir, sample=args.sample)
+    title = DATASETS[data.name].title
     x_train, y_train = data.x_train, data.y_train
     if args.limit:
         x_train, y_train = x_train[:args.limit], y_train[:args.limit]
@@ -135,7 +148,7 @@ def cmd_train(args) -> int:
         opt = Adam(model, lr=args.lr or recipe["lr"], weight_decay=args.weight_decay)
     else:
         opt = SGD(model, lr=args.lr or 0.05, momentum=args.momentum, weight_decay=args.weight_decay)
-    print(f"training {args.model} on {len(x_train):,} {data.kind} MNIST digits "
+    print(f"training {args.model} on {len(x_train):,} {data.kind} {title} images "
           f"({args.epochs} epochs, batch {args.batch_size}, {args.optimizer}, seed {args.seed})")
     start = time.perf_counter()
     history = train(model, x_train, y_train, epochs=args.epochs, batch_size=args.batch_size,
@@ -144,14 +157,14 @@ def cmd_train(args) -> int:
                     progress=not args.no_progress)
     seconds = time.perf_counter() - start
     ev = evaluate(model, data.x_test, data.y_test)
-    _save(model, args.out, model=args.model, data=data.kind, test_accuracy=ev.accuracy,
-               epochs=args.epochs, seed=args.seed)
+    _save(model, args.out, model=args.model, dataset=data.name, data=data.kind,
+          test_accuracy=ev.accuracy, epochs=args.epochs, seed=args.seed)
     print(f"trained in {seconds:.1f} s ({', '.join(f'{s:.1f}' for s in history['epoch']['seconds'])} s per epoch)")
     print(f"test accuracy: {ev.accuracy:.2%}")
     print(f"saved {args.out}")
     if args.metrics_json:
         _write_json_atomic(args.metrics_json, {
-            "model": args.model, "data": data.kind, "epochs": args.epochs,
+            "model": args.model, "dataset": data.name, "data": data.kind, "epochs": args.epochs,
             "batch_size": args.batch_size, "optimizer": args.optimizer, "seed": args.seed,
             "test_accuracy": ev.accuracy, "seconds_total": seconds,
             "seconds_per_epoch": history["epoch"]["seconds"], "history": history})
@@ -160,25 +173,30 @@ def cmd_train(args) -> int:
 
 def cmd_evaluate(args) -> int:
     from . import plots
-    from .data import load_mnist
+    from .data import load_dataset
     from .evaluation import evaluate, format_report
     from .model import Sequential, read_metadata
 
     model = Sequential.load(args.model_file)
     meta = read_metadata(args.model_file)
-    data = load_mnist(args.data_dir, sample=args.sample)
+    name = args.dataset or meta.get("dataset", "mnist")
+    if name not in DATASETS:
+        raise ValueError(f"{args.model_file}: the model was trained on an unknown dataset "
+                         f"{name!r}; choose one with --dataset {{{','.join(DATASETS)}}}")
+    data = load_dataset(name, args.data_dir, sample=args.sample)
     ev = evaluate(model, data.x_test, data.y_test)
     print(f"{args.model_file}: {meta.get('model', 'model')} on {len(data.x_test):,} {data.kind} "
-          "MNIST test digits")
-    print(format_report(ev))
+          f"{DATASETS[name].title} test images")
+    print(format_report(ev, class_names=data.class_names))
     if args.plots:
         os.makedirs(args.plots, exist_ok=True)
         figures = {
-            "confusion_matrix": plots.confusion_matrix(ev.confusion_matrix),
-            "per_class_recall": plots.per_class_recall(ev.recall),
+            "confusion_matrix": plots.confusion_matrix(ev.confusion_matrix, data.class_names),
+            "per_class_recall": plots.per_class_recall(ev.recall, data.class_names),
             "misclassified": plots.misclassified_grid(data.x_test[ev.misclassified],
                                                       data.y_test[ev.misclassified],
-                                                      ev.predictions[ev.misclassified]),
+                                                      ev.predictions[ev.misclassified],
+                                                      class_names=data.class_names),
         }
         first = model.layers[0]
         if "W" in first.params and first.params["W"].ndim == 4:        # a convolutional net

@@ -36,6 +36,19 @@ def _names(class_names, k: int, where: str) -> list[str]:
     return names
 
 
+def _class_ticks(ax, axis: str, names: list[str]) -> None:
+    """One tick per class on ``axis`` ("x" or "y"), labelled with its name; names longer than
+    a digit or two (Fashion-MNIST's "Ankle boot") are slanted on the x axis so they do not
+    overlap."""
+    if axis == "y":
+        ax.set_yticks(range(len(names)), names)
+    elif max(map(len, names)) > 3:
+        ax.set_xticks(range(len(names)), names, rotation=40, ha="right",
+                      rotation_mode="anchor")
+    else:
+        ax.set_xticks(range(len(names)), names)
+
+
 # -- learning curves -----------------------------------------------------------------------------
 
 def moving_average(values, window: int) -> np.ndarray:
@@ -143,8 +156,8 @@ def confusion_matrix(cm, class_names=None):
             color = "white" if share[i, j] > 0.5 else ("0.6" if cm[i, j] == 0 else "black")
             ax.text(j, i, str(int(cm[i, j])), ha="center", va="center", color=color,
                     fontsize=8 if k > 8 else 10)
-    ax.set_xticks(range(k), names)
-    ax.set_yticks(range(k), names)
+    _class_ticks(ax, "x", names)
+    _class_ticks(ax, "y", names)
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class")
     ax.set_title("confusion matrix (colour: share of the true class)")
@@ -170,7 +183,7 @@ def per_class_recall(recall, class_names=None):
     for bar, r in zip(bars, recall):
         ax.text(bar.get_x() + bar.get_width() / 2, r + 0.01, f"{100 * r:.1f}%",
                 ha="center", va="bottom", fontsize=8)
-    ax.set_xticks(range(k), names)
+    _class_ticks(ax, "x", names)
     ax.set_ylim(0, 1.1)
     ax.yaxis.set_major_formatter(PercentFormatter(xmax=1.0))
     ax.set_xlabel("class")
@@ -190,9 +203,10 @@ def _as_images(images, where: str) -> np.ndarray:
     return images
 
 
-def misclassified_grid(images, y_true, y_pred, max_images: int = 25):
+def misclassified_grid(images, y_true, y_pred, max_images: int = 25, class_names=None):
     """The first ``max_images`` of the given images in a grid, each titled
-    ``"true 7 / pred 1"``.
+    ``"true 7 / pred 1"`` (or with the ``class_names`` of the labels: ``"true Shirt /
+    pred T-shirt/top"``, on two lines).
 
     ``images (M, 1, H, W)`` or ``(M, H, W)``, ``y_true (M,)``, ``y_pred (M,)`` -- typically
     ``x[ev.misclassified]``, ``ev.labels[ev.misclassified]``, ``ev.predictions[ev.misclassified]``
@@ -206,6 +220,13 @@ def misclassified_grid(images, y_true, y_pred, max_images: int = 25):
                          f"{m} images, got {y_true.shape} and {y_pred.shape}")
     if int(max_images) < 1:
         raise ValueError(f"misclassified_grid: max_images must be >= 1, got {max_images}")
+    if class_names is not None:
+        class_names = [str(c) for c in class_names]
+        labels = np.concatenate([y_true, y_pred]).astype(np.int64)
+        if labels.size and (labels.min() < 0 or labels.max() >= len(class_names)):
+            raise ValueError(f"misclassified_grid: labels must lie in [0, {len(class_names)}) "
+                             f"to be named by the {len(class_names)} class names, got values "
+                             f"from {labels.min()} to {labels.max()}")
     n = min(m, int(max_images))
     if n == 0:
         fig, ax = plt.subplots(figsize=(3, 1.5), layout="constrained")
@@ -215,12 +236,17 @@ def misclassified_grid(images, y_true, y_pred, max_images: int = 25):
 
     ncols = math.ceil(math.sqrt(n))
     nrows = math.ceil(n / ncols)
-    fig = plt.figure(figsize=(min(BOOK_WIDTH, 1.4 * ncols + 0.4), 1.55 * nrows + 0.5),
+    row_height = 1.55 if class_names is None else 1.75       # two-line titles
+    fig = plt.figure(figsize=(min(BOOK_WIDTH, 1.4 * ncols + 0.4), row_height * nrows + 0.5),
                      layout="constrained")
     for i in range(n):
         ax = fig.add_subplot(nrows, ncols, i + 1)
         ax.imshow(images[i], cmap="gray_r")
-        ax.set_title(f"true {y_true[i]} / pred {y_pred[i]}", fontsize=9)
+        if class_names is None:
+            ax.set_title(f"true {y_true[i]} / pred {y_pred[i]}", fontsize=9)
+        else:
+            ax.set_title(f"true {class_names[y_true[i]]}\npred {class_names[y_pred[i]]}",
+                         fontsize=8)
         ax.set_axis_off()
     fig.suptitle(f"{n} of {m} misclassified images" if n < m else f"{m} misclassified images")
     return fig

@@ -1,5 +1,6 @@
 """MNIST loading (cnn_lessons.data): IDX parsing, checksums, where the files are looked for,
 downloads from mirrors (served locally, never the network), the shipped sample, mini-batches.
+(Fashion-MNIST, the second dataset, is tested in test_datasets.py.)
 
 Tests that need the full MNIST files run only when CNN_LESSONS_DATA points at them.
 """
@@ -8,6 +9,7 @@ import gzip
 import hashlib
 import http.server
 import importlib.util
+import dataclasses
 import os
 import socket
 import struct
@@ -27,6 +29,21 @@ NAMES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
          "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 FULL = os.environ.get("CNN_LESSONS_DATA", "")
 needs_full = pytest.mark.skipif(not FULL, reason="CNN_LESSONS_DATA (full MNIST) not set")
+
+
+
+def use_hashes(monkeypatch, hashes, name="mnist", **changes):
+    """Make dataset ``name`` expect the SHA-256 values ``hashes`` (and other ``changes`` to
+    its :class:`~cnn_lessons.data.DatasetInfo`, e.g. ``mirrors``) for this test."""
+    info = data.DATASETS[name]
+    monkeypatch.setitem(data.DATASETS, name, dataclasses.replace(
+        info, sha256=info.sha256 if hashes is None else hashes, **changes))
+
+
+def cache_in(folder):
+    """A stand-in for :func:`cnn_lessons.data.cache_dir`: every dataset's cache is ``folder``."""
+    return lambda name="mnist": folder
+
 
 # -- writing IDX files, independently of the reader ------------------------------------------
 
@@ -70,9 +87,9 @@ def fake_mnist(folder, *, n_train=30, n_test=20, gz=True, seed=0):
 def fake(tmp_path, monkeypatch):
     """A fake MNIST folder whose checksums are the ones expected; no env var, no cache."""
     arrays, hashes = fake_mnist(tmp_path / "mnist")
-    monkeypatch.setattr(data, "SHA256", hashes)
+    use_hashes(monkeypatch, hashes)
     monkeypatch.delenv("CNN_LESSONS_DATA", raising=False)
-    monkeypatch.setattr(data, "cache_dir", lambda: tmp_path / "cache")
+    monkeypatch.setattr(data, "cache_dir", cache_in(tmp_path / "cache"))
     return tmp_path / "mnist", arrays
 
 
@@ -193,7 +210,7 @@ def test_missing_file_is_a_data_error(tmp_path):
 @pytest.mark.parametrize("gz", [True, False])
 def test_load_full_from_folder(tmp_path, monkeypatch, gz):
     arrays, hashes = fake_mnist(tmp_path, gz=gz)
-    monkeypatch.setattr(data, "SHA256", hashes)
+    use_hashes(monkeypatch, hashes)
     d = load_mnist(tmp_path)
     assert d.kind == "full" and d.source == str(tmp_path)
     assert d.x_train.shape == (30, 1, 28, 28) and d.x_test.shape == (20, 1, 28, 28)
@@ -242,7 +259,7 @@ def test_images_and_labels_of_different_lengths_are_refused(tmp_path, monkeypatc
     arrays, hashes = fake_mnist(tmp_path)
     content = idx_bytes(arrays["y_train"][:-1])
     write(tmp_path / NAMES[1], content, gz=True)
-    monkeypatch.setattr(data, "SHA256", {**hashes, NAMES[1]: hashlib.sha256(content).hexdigest()})
+    use_hashes(monkeypatch, {**hashes, NAMES[1]: hashlib.sha256(content).hexdigest()})
     with pytest.raises(DataError, match="30 train images but 29 labels"):
         load_mnist(tmp_path)
 
@@ -251,7 +268,7 @@ def test_labels_in_place_of_images_are_refused(tmp_path, monkeypatch):
     arrays, hashes = fake_mnist(tmp_path)
     content = idx_bytes(arrays["y_test"])  # 1-D where 3-D images are expected
     path = write(tmp_path / NAMES[2], content, gz=True)
-    monkeypatch.setattr(data, "SHA256", {**hashes, NAMES[2]: hashlib.sha256(content).hexdigest()})
+    use_hashes(monkeypatch, {**hashes, NAMES[2]: hashlib.sha256(content).hexdigest()})
     with pytest.raises(DataError, match="wrong magic number") as err:
         load_mnist(tmp_path)
     assert str(path) in str(err.value)
@@ -294,12 +311,12 @@ def places(tmp_path, monkeypatch):
     Downloading fails the test."""
     for where in ("arg", "env", "cache"):
         _, hashes = fake_mnist(tmp_path / where)
-    monkeypatch.setattr(data, "SHA256", hashes)
-    monkeypatch.setattr(data, "cache_dir", lambda: tmp_path / "cache")
+    use_hashes(monkeypatch, hashes)
+    monkeypatch.setattr(data, "cache_dir", cache_in(tmp_path / "cache"))
 
     def no_download(*args, **kwargs):
-        raise AssertionError("download_mnist must not be called")
-    monkeypatch.setattr(data, "download_mnist", no_download)
+        raise AssertionError("download_dataset must not be called")
+    monkeypatch.setattr(data, "download_dataset", no_download)
     monkeypatch.delenv("CNN_LESSONS_DATA", raising=False)
     return tmp_path
 
@@ -360,7 +377,7 @@ def server(tmp_path, monkeypatch):
     short/ (connection cut mid-file); plus a URL where nothing listens."""
     root = tmp_path / "www"
     arrays, hashes = fake_mnist(root / "good")
-    monkeypatch.setattr(data, "SHA256", hashes)
+    use_hashes(monkeypatch, hashes)
     for name in NAMES:
         content = gzip.decompress((root / "good" / f"{name}.gz").read_bytes())
         (root / "recompressed").mkdir(exist_ok=True)
@@ -437,7 +454,8 @@ def test_download_is_verified_before_it_is_renamed_into_place(server, tmp_path, 
         assert src.parent == dst.parent == cache and src.name.startswith(".tmp-")
         assert not dst.exists()  # the final name appears only now, in one step
         name = dst.name.removesuffix(".gz")
-        assert hashlib.sha256(data.read_bytes(src)).hexdigest() == data.SHA256[name]
+        assert hashlib.sha256(data.read_bytes(src)).hexdigest() == \
+            data.DATASETS["mnist"].sha256[name]
         moves.append(dst.name)
         real_replace(src, dst)
     monkeypatch.setattr(os, "replace", spy)
@@ -458,15 +476,15 @@ def test_only_missing_files_are_downloaded(server, tmp_path):
 
 def test_load_mnist_downloads_into_the_cache(server, tmp_path, monkeypatch):
     monkeypatch.delenv("CNN_LESSONS_DATA", raising=False)
-    monkeypatch.setattr(data, "cache_dir", lambda: tmp_path / "cache")
-    monkeypatch.setattr(data, "MIRRORS", (server["url"]["dead"], server["url"]["good"]))
+    monkeypatch.setattr(data, "cache_dir", cache_in(tmp_path / "cache"))
+    use_hashes(monkeypatch, None, mirrors=(server["url"]["dead"], server["url"]["good"]))
     d = load_mnist()
     assert d.kind == "full" and d.source == str(tmp_path / "cache")
     np.testing.assert_array_equal(d.y_train, server["arrays"]["y_train"])
 
 
 def test_explicit_folder_is_never_downloaded_into(server, tmp_path, monkeypatch):
-    monkeypatch.setattr(data, "MIRRORS", (server["url"]["good"],))
+    use_hashes(monkeypatch, None, mirrors=(server["url"]["good"],))
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match="missing"):
         load_mnist(tmp_path / "empty")
@@ -515,7 +533,7 @@ def test_sample_looks_like_handwritten_digits():
 
 @needs_full
 def test_sample_digits_are_the_full_mnist_digits_at_their_indices():
-    full = data.read_mnist(FULL)
+    full = data.read_mnist(data.dataset_folder(FULL))
     with np.load(data.SAMPLE_PATH) as f:
         for part in ("train", "test"):
             idx = f[f"{part}_index"]
@@ -546,7 +564,7 @@ def test_make_sample_is_stratified_and_reproducible(fake, tmp_path):
         np.testing.assert_array_equal(fa["y_test"], arrays["y_test"][fa["test_index"]])
     assert sorted(p.name for p in tmp_path.iterdir() if p.suffix == ".npz") == \
         ["a.npz", "b.npz", "c.npz"]  # no temporary files left
-    with pytest.raises(ValueError, match="only 3 examples of digit 0"):
+    with pytest.raises(ValueError, match="only 3 examples of class 0"):
         script.make_sample(folder, tmp_path / "d.npz", train_per_class=4)
 
 

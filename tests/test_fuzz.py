@@ -546,7 +546,7 @@ def test_idx_headers_whose_sizes_overflow_are_refused(blob, names):
 
 def test_load_mnist_refuses_a_dtype_that_is_not_floating():
     for dtype in ("foo", np.int32, None.__class__):
-        refused(lambda: load_mnist(sample=True, dtype=dtype), ValueError, "load_mnist", "dtype")
+        refused(lambda: load_mnist(sample=True, dtype=dtype), ValueError, "load_", "dtype")
 
 
 # -- the command line ----------------------------------------------------------------------------
