@@ -19,6 +19,7 @@ import os
 import signal
 import tempfile
 import threading
+import time
 
 #: Signals turned into ``SystemExit`` while a file is being written, so that cleanup runs
 #: (SIGINT already raises ``KeyboardInterrupt``).
@@ -66,17 +67,24 @@ def _alive(pid: int) -> bool:
     return True
 
 
+STALE_AFTER = 60.0
+"""Seconds a temporary file of a dead process must have gone unmodified before it is removed:
+a process of another container sharing the folder may carry the same number and be alive."""
+
+
 def remove_stale(folder, prefix: str, suffix: str) -> list[str]:
     """Remove the temporary files ``<prefix><pid>.*<suffix>`` in ``folder`` whose process is
-    gone (killed while it wrote); returns their paths.  A running writer's file is kept."""
+    gone (killed while it wrote) and that nobody touched for :data:`STALE_AFTER` seconds;
+    returns their paths.  A running writer's file is kept."""
     removed = []
     for path in glob.glob(os.path.join(glob.escape(os.fspath(folder)),
                                        f"{glob.escape(prefix)}*{suffix}")):
         pid = os.path.basename(path)[len(prefix):].split(".", 1)[0]
         if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
             with contextlib.suppress(FileNotFoundError):
-                os.remove(path)
-                removed.append(path)
+                if time.time() - os.path.getmtime(path) > STALE_AFTER:
+                    os.remove(path)
+                    removed.append(path)
     return removed
 
 

@@ -451,8 +451,13 @@ def test_a_killed_writers_temporary_file_is_removed_by_the_next_write(tmp_path):
     proc.wait()
     [stale] = os.listdir(tmp_path)
     assert stale.startswith(".model.npz.") and stale.endswith(".tmp")
+    two_dense().save(tmp_path / "model.npz")        # a minute's grace: it may be another
+    assert stale in os.listdir(tmp_path)            # container's live process of that number
+    old = time.time() - files.STALE_AFTER - 1
+    os.utime(tmp_path / stale, (old, old))
     live = tmp_path / f".model.npz.{os.getpid()}.abcd.tmp"      # a writer still running
     live.write_bytes(b"busy")
+    os.utime(live, (old, old))
     two_dense().save(tmp_path / "model.npz")
     assert sorted(os.listdir(tmp_path)) == sorted(["model.npz", live.name])
 
@@ -462,6 +467,8 @@ def test_a_killed_downloads_part_file_is_removed_by_the_next_one(tmp_path):
                           capture_output=True, text=True).stdout.strip()
     stale = tmp_path / f".tmp-train-images-idx3-ubyte-{dead}.xyz.part"
     stale.write_bytes(b"x" * 100)
+    old = time.time() - files.STALE_AFTER - 1
+    os.utime(stale, (old, old))
     fd, fresh = files.temp_file(tmp_path, ".tmp-train-images-idx3-ubyte-", ".part")
     os.close(fd)
     assert os.listdir(tmp_path) == [os.path.basename(fresh)]
