@@ -115,6 +115,8 @@ class Softmax(Layer):
 
     def forward(self, x):
         x = self._check_input(x, range(2, 33), "(N, K)")       # 1-D: which axis is the batch?
+        if x.shape[-1] == 0:
+            raise ValueError(f"{self!r}: a softmax over K = 0 entries, input shape {x.shape}")
         y = softmax(x, axis=-1)
         self._cache = y
         return y

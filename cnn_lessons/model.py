@@ -100,16 +100,12 @@ class Sequential:
 
     def predict(self, x, batch_size: int = 1000) -> np.ndarray:
         """Class predictions ``(N,)`` in evaluation mode, in batches; restores the mode after.
-        An empty batch ``(0, ...)`` has the empty array of predictions."""
-        batch_size = sizes("Sequential.predict", batch_size=batch_size)
-        x = np.asarray(x)
-        if x.ndim == 0:
-            raise ValueError("Sequential.predict: expected a batch (N, ...), got a scalar")
-        if len(x) == 0:
-            return np.zeros(0, dtype=np.intp)
+        An empty batch ``(0, ...)`` has no predictions."""
+        batch_size, x = sizes("Sequential.predict", batch_size=batch_size), np.atleast_1d(x)
         with eval_mode(self):
-            return np.concatenate([self.forward(x[i:i + batch_size]).argmax(axis=1)
-                                   for i in range(0, len(x), batch_size)])
+            out = [self.forward(x[i:i + batch_size]).argmax(axis=1)
+                   for i in range(0, len(x), batch_size)]
+        return np.concatenate(out) if out else np.zeros(0, dtype=np.intp)
 
     # -- modes and parameters -----------------------------------------------------------
     @property

@@ -201,6 +201,35 @@ def test_bad_inputs_are_refused_by_name(call, names):
     refused(call, ValueError, *names)
 
 
+def fresh_layers():
+    return [Dense(3, 2, rng=0), ReLU(), LeakyReLU(0.1), Sigmoid(), Tanh(), Softmax(), Flatten(),
+            FastFlatten(), Dropout(0.3, rng=0), BatchNorm(3), FastBatchNorm(3),
+            Conv2D(3, 2, 2, rng=0), FastConv2D(3, 2, 2, rng=0), MaxPool2D(2), FastMaxPool2D(2),
+            AvgPool2D(2)]
+
+
+@settings(max_examples=80, deadline=None)
+@given(shape=st.lists(st.integers(0, 4), min_size=0, max_size=4),
+       dtype=st.sampled_from(["f4", "f8", "i4", "c16", "U1", "b1"]),
+       dout_dtype=st.sampled_from(["f4", "f8", "c16", "U1"]))
+def test_every_layer_on_random_arrays_names_itself_or_answers_in_shape(shape, dtype, dout_dtype):
+    x = np.ones(shape, dtype)
+    for layer in fresh_layers():
+        try:
+            out = layer.forward(x)
+        except ValueError as err:
+            assert type(layer).__name__ in str(err), err
+            continue
+        assert dtype in ("f4", "f8") and np.isfinite(out).all()   # only floats get through
+        dout = np.ones(out.shape, dout_dtype)
+        try:
+            dx = layer.backward(dout)
+        except ValueError as err:
+            assert type(layer).__name__ in str(err) and dout_dtype not in ("f4", "f8"), err
+        else:
+            assert dout_dtype in ("f4", "f8") and dx.shape == x.shape and np.isfinite(dx).all()
+
+
 @pytest.mark.parametrize("cls", [Flatten, FastFlatten])
 def test_flatten_on_an_empty_batch_is_an_empty_batch(cls):
     layer = cls()
@@ -380,7 +409,7 @@ def test_a_diverged_model_is_never_saved(tmp_path):
 def test_predict_on_an_empty_array_is_empty():
     model = two_dense()
     assert model.predict(np.zeros((0, 3), np.float32)).shape == (0,)
-    refused(lambda: model.predict(np.float32(1)), ValueError, "predict")
+    refused(lambda: model.predict(np.float32(1)), ValueError, "Dense")
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
