@@ -175,8 +175,11 @@ def cmd_evaluate(args) -> int:
     from . import plots
     from .data import load_dataset
     from .evaluation import evaluate, format_report
+    from .files import check_writable
     from .model import Sequential, read_metadata
 
+    if args.plots:                                    # before the work, not after it
+        check_writable(os.path.join(args.plots, "confusion_matrix.png"), "--plots")
     model = Sequential.load(args.model_file)
     meta = read_metadata(args.model_file)
     name = args.dataset or meta.get("dataset", "mnist")

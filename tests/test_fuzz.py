@@ -630,6 +630,13 @@ def test_cli_debug_shows_the_traceback(tmp_path):
     assert r.returncode != 0 and "Traceback" in r.stderr and "missing.npz" in r.stderr
 
 
+def test_cli_evaluate_refuses_a_plots_folder_it_cannot_write_before_any_work(tmp_path):
+    two_dense().save(tmp_path / "m.npz")
+    (tmp_path / "afile").write_text("")
+    one_line_error(cli("evaluate", "m.npz", "--sample", "--plots", "afile/plots", cwd=tmp_path),
+                   "--plots", "afile")
+
+
 def test_cli_evaluate_on_the_metrics_file_never_suggests_pickle(tmp_path):
     (tmp_path / "same.npz").write_text(json.dumps({"history": []}))
     one_line_error(cli("evaluate", "same.npz", "--sample", cwd=tmp_path), "same.npz")
