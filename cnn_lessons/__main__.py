@@ -9,8 +9,10 @@
 A saved model remembers the dataset it was trained on, and ``evaluate`` uses that dataset
 unless ``--dataset`` says otherwise.
 
-Every expected failure (bad arguments, missing data, a corrupted or mismatched model file) is
-reported in one line on stderr with exit code 2.
+Every failure (bad arguments, missing data, a corrupted or mismatched model file, an output
+that cannot be written, a training that diverges) is reported in one line on stderr with exit
+code 2; ``--debug`` shows the traceback instead.  Arguments and output paths are checked before
+any work starts.
 """
 
 from __future__ import annotations
@@ -29,6 +31,25 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
+def _number(low, high=None, *, low_open=False, high_open=False):
+    """An argparse type: a finite number in the given range (not nan, not inf); argparse
+    names the option in the error."""
+    from .validate import number
+    try:                          # the sentence validate.number uses for this range
+        number("", "", float("nan"), low, high, low_open=low_open, high_open=high_open)
+    except ValueError as err:
+        expected = str(err).split("must be ", 1)[1].split(", got")[0]
+
+    def parse(text):
+        try:
+            return number("", "", float(text), low, high, low_open=low_open,
+                          high_open=high_open)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+    return parse
+
+
+
 def _parser() -> argparse.ArgumentParser:
     p = _Parser(prog="python -m cnn_lessons",
                 description="Train and evaluate the book's networks on MNIST or Fashion-MNIST.")
@@ -39,10 +60,11 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--epochs", type=int, default=None, help="default: the model's recipe (cnn: 3)")
     t.add_argument("--batch-size", type=int, default=None, help="default: 64")
     t.add_argument("--optimizer", choices=["adam", "sgd"], default="adam")
-    t.add_argument("--lr", type=float, default=None,
+    t.add_argument("--lr", type=_number(0, low_open=True), default=None,
                    help="learning rate (default: the model's recipe for adam (cnn: 3e-3), 0.05 for sgd)")
-    t.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (default 0.9)")
-    t.add_argument("--weight-decay", type=float, default=0.0)
+    t.add_argument("--momentum", type=_number(0, 1, high_open=True), default=0.9,
+                   help="SGD momentum, in [0, 1) (default 0.9)")
+    t.add_argument("--weight-decay", type=_number(0), default=0.0)
     t.add_argument("--schedule", choices=["cosine", "step", "constant"], default=None,
                    help="learning-rate schedule (default: the model's recipe, cosine)")
     t.add_argument("--seed", type=int, default=0)
@@ -63,18 +85,42 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--data-dir", default=None)
     e.add_argument("--sample", action="store_true")
     e.add_argument("--plots", default=None, metavar="DIR", help="write the figures as PNG into DIR")
+    for command in (t, e):
+        command.add_argument("--debug", action="store_true",
+                             help="show the traceback of an error instead of one line")
     return p
 
 
-def _positive(name, value):
-    if value is not None and value <= 0:
-        raise ValueError(f"--{name} must be positive, got {value}")
+def _positive(name, value, minimum=1):
+    if value is not None and value < minimum:
+        raise ValueError(f"--{name} must be {'positive' if minimum else '>= 0'}, got {value}")
+
+
+def _check_outputs(args):
+    """Refuse, before any training, outputs that cannot be written or that collide."""
+    from .files import check_writable
+    check_writable(args.out, "--out")
+    if args.metrics_json:
+        check_writable(args.metrics_json, "--metrics-json")
+        if os.path.abspath(args.metrics_json) == os.path.abspath(args.out) or (
+                os.path.exists(args.out) and os.path.exists(args.metrics_json)
+                and os.path.samefile(args.out, args.metrics_json)):
+            raise ValueError(f"--out and --metrics-json name the same file {args.out}; the "
+                             "metrics would overwrite the model")
 
 
 def _write_json_atomic(path, obj):
     from .files import atomic_write
     with atomic_write(path, "w") as f:
         json.dump(obj, f, indent=1)
+
+
+def _save(model, path, /, **metadata):
+    """``model.save``, its errors naming ``--out``."""
+    try:
+        model.save(path, **metadata)
+    except OSError as err:
+        raise OSError(f"--out {path}: {err}") from None
 
 
 def cmd_train(args) -> int:
@@ -84,8 +130,10 @@ def cmd_train(args) -> int:
     from .optimizers import SGD, Adam
     from .training import train
 
-    for name in ("epochs", "batch_size", "lr", "limit"):
+    for name in ("epochs", "batch_size", "limit"):
         _positive(name.replace("_", "-"), getattr(args, name))
+    _positive("seed", args.seed, 0)
+    _check_outputs(args)
     recipe = models.RECIPES[args.model]
     args.epochs = args.epochs or recipe["epochs"]
     args.batch_size = args.batch_size or recipe["batch_size"]
@@ -109,8 +157,8 @@ def cmd_train(args) -> int:
                     progress=not args.no_progress)
     seconds = time.perf_counter() - start
     ev = evaluate(model, data.x_test, data.y_test)
-    model.save(args.out, model=args.model, dataset=data.name, data=data.kind,
-               test_accuracy=ev.accuracy, epochs=args.epochs, seed=args.seed)
+    _save(model, args.out, model=args.model, dataset=data.name, data=data.kind,
+          test_accuracy=ev.accuracy, epochs=args.epochs, seed=args.seed)
     print(f"trained in {seconds:.1f} s ({', '.join(f'{s:.1f}' for s in history['epoch']['seconds'])} s per epoch)")
     print(f"test accuracy: {ev.accuracy:.2%}")
     print(f"saved {args.out}")
@@ -127,8 +175,11 @@ def cmd_evaluate(args) -> int:
     from . import plots
     from .data import load_dataset
     from .evaluation import evaluate, format_report
+    from .files import check_writable
     from .model import Sequential, read_metadata
 
+    if args.plots:                                    # before the work, not after it
+        check_writable(os.path.join(args.plots, "confusion_matrix.png"), "--plots")
     model = Sequential.load(args.model_file)
     meta = read_metadata(args.model_file)
     name = args.dataset or meta.get("dataset", "mnist")
@@ -162,18 +213,30 @@ def cmd_evaluate(args) -> int:
 
 
 def main(argv=None) -> int:
+    import numpy as np
     args = _parser().parse_args(argv)
-    from .data import DataError
-    from .model import ModelFileError
+    # NumPy's overflow warnings would add lines to stderr; a training that diverges is stopped
+    # by its guard, which says where (--debug lets the warnings through)
+    quiet = np.errstate(all="ignore") if not args.debug else np.errstate()
     try:
-        return {"train": cmd_train, "evaluate": cmd_evaluate}[args.command](args)
-    except (DataError, ModelFileError, ValueError, OSError) as err:
-        message = " ".join(line.strip() for line in str(err).splitlines())   # one line
-        print(f"python -m cnn_lessons {args.command}: error: {message}", file=sys.stderr)
-        return 2
+        with quiet:
+            return {"train": cmd_train, "evaluate": cmd_evaluate}[args.command](args)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as err:  # every failure, expected or not: one line (a traceback: --debug)
+        if args.debug:
+            raise
+        from .data import DataError
+        from .model import ModelFileError
+        from .training import TrainingDiverged
+        message = " ".join(line.strip() for line in str(err).splitlines())   # one line
+        if isinstance(err, TrainingDiverged):
+            message = f"training diverged: {message}"
+        elif not isinstance(err, (DataError, ModelFileError, ValueError, OSError)):
+            message = f"{type(err).__name__}: {message} (rerun with --debug for the traceback)"
+        print(f"python -m cnn_lessons {args.command}: error: {message}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

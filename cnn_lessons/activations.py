@@ -21,6 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 from .layer import Layer
+from .validate import number
 
 ANY = "(N, ...)"
 
@@ -44,7 +45,7 @@ class LeakyReLU(Layer):
 
     def __init__(self, negative_slope: float = 0.01):
         super().__init__()
-        self.negative_slope = float(negative_slope)
+        self.negative_slope = number("LeakyReLU", "negative_slope", negative_slope)
 
     def config(self):
         return {"negative_slope": self.negative_slope}
@@ -113,7 +114,9 @@ class Softmax(Layer):
     """
 
     def forward(self, x):
-        x = self._check_input(x, range(1, 33), "(N, K)")
+        x = self._check_input(x, range(2, 33), "(N, K)")       # 1-D: which axis is the batch?
+        if x.shape[-1] == 0:
+            raise ValueError(f"{self!r}: a softmax over K = 0 entries, input shape {x.shape}")
         y = softmax(x, axis=-1)
         self._cache = y
         return y

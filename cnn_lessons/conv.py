@@ -30,7 +30,8 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from .init import initialise
-from .layer import Layer, compact, pair
+from .layer import Layer, as_rng, compact, pair
+from .validate import float_dtype, sizes
 
 
 def output_size(size: int, kernel: int, stride: int, padding: int) -> int:
@@ -151,13 +152,12 @@ class Conv2D(Layer):
                  bias: bool = True, *, init: str = "he", rng=None, dtype=np.float32):
         super().__init__()
         name = f"{type(self).__name__}({in_channels}, {out_channels})"
-        self.in_channels, self.out_channels = int(in_channels), int(out_channels)
+        in_channels, out_channels = sizes(name, in_channels=in_channels, out_channels=out_channels)
+        self.in_channels, self.out_channels = in_channels, out_channels
+        dtype, rng = float_dtype(name, dtype), as_rng(rng, name)
         self.kernel_size = pair(kernel_size, "kernel_size", name)
         self.stride = pair(stride, "stride", name)
-        self.padding = pair(padding, "padding", name)
-        if min(self.kernel_size) < 1 or min(self.stride) < 1 or min(self.padding) < 0:
-            raise ValueError(f"{name}: kernel_size and stride must be >= 1 and padding >= 0, got "
-                             f"{self.kernel_size}, {self.stride}, {self.padding}")
+        self.padding = pair(padding, "padding", name, minimum=0)
         if not isinstance(bias, (bool, np.bool_)):
             raise ValueError(f"{name}: bias must be True or False, got {bias!r}")
         kh, kw = self.kernel_size
@@ -182,7 +182,10 @@ class Conv2D(Layer):
         padded input."""
         x = self._check_input(x, 4, f"(N, {self.in_channels}, H, W)", {1: self.in_channels})
         (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
-        h, w = x.shape[2:]
+        n, _, h, w = x.shape
+        if min(n, h, w) == 0:                    # nothing to convolve: not an image of zeros
+            raise ValueError(f"{self!r}: expected at least one image of at least 1x1 pixels, "
+                             f"got input shape {x.shape}")
         if h + 2 * ph < kh or w + 2 * pw < kw:
             raise ValueError(f"{self!r}: kernel {kh}x{kw} is larger than the padded input "
                              f"{h + 2 * ph}x{w + 2 * pw} (input shape {x.shape})")

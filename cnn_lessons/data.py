@@ -47,14 +47,17 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import math
 import os
 import sys
-import tempfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from .files import cleans_up_on_signals, temp_file
+from .validate import float_dtype
 
 ENV_VAR = "CNN_LESSONS_DATA"
 
@@ -220,7 +223,7 @@ def parse_idx(data: bytes, *, name="<bytes>", ndim: int | None = None) -> np.nda
                         f"the file has {len(data)}")
     shape = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(dims))
     dtype = IDX_TYPES[type_code]
-    expected = header + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    expected = header + math.prod(shape) * dtype.itemsize      # exact: no int64 overflow
     if len(data) != expected:
         what = "truncated" if len(data) < expected else "too long"
         raise DataError(f"{name}: {what}: the header promises shape {shape} of {dtype.name}, "
@@ -336,6 +339,7 @@ def check_sha256(data: bytes, file: str, where, name="mnist") -> None:
                     f"{info.title} file; delete it (a cached copy is downloaded again).")
 
 
+@cleans_up_on_signals          # a kill removes the partial download, as an error does
 def download_dataset(name="mnist", folder=None, *, mirrors=None, progressbar=None) -> Path:
     """Download the files of dataset ``name`` missing from ``folder`` (default
     :func:`cache_dir`) and return the folder. ``mirrors``: base URLs to try in turn (default
@@ -361,7 +365,7 @@ def download_dataset(name="mnist", folder=None, *, mirrors=None, progressbar=Non
         failures = []
         for mirror in mirrors:
             url = f"{mirror}{file}.gz"
-            fd, tmp = tempfile.mkstemp(prefix=f".tmp-{file}-", suffix=".part", dir=folder)
+            fd, tmp = temp_file(folder, f".tmp-{file}-", ".part")   # a killed run's stale ones go
             os.close(fd)
             try:
                 print(f"Downloading {url}", flush=True)
@@ -436,9 +440,7 @@ def load_dataset(name="mnist", data_dir=None, *, sample=False, dtype=np.float32)
     files and no network.
     """
     info = dataset_info(name)
-    dtype = np.dtype(dtype)
-    if not np.issubdtype(dtype, np.floating):
-        raise ValueError(f"load_dataset: dtype must be a floating type, got {dtype}")
+    dtype = float_dtype("load_dataset", dtype)
     if sample:
         if data_dir is not None:
             raise ValueError("load_dataset: data_dir is for the full dataset; sample=True always "

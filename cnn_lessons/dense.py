@@ -13,7 +13,8 @@ from __future__ import annotations
 import numpy as np
 
 from .init import initialise
-from .layer import Layer
+from .layer import Layer, as_rng
+from .validate import float_dtype, sizes
 
 
 class Dense(Layer):
@@ -22,7 +23,10 @@ class Dense(Layer):
     def __init__(self, in_features: int, out_features: int, *, init: str = "he",
                  rng=None, dtype=np.float32):
         super().__init__()
-        self.in_features, self.out_features, self.init = int(in_features), int(out_features), init
+        in_features, out_features = sizes("Dense", in_features=in_features, out_features=out_features)
+        name = f"Dense({in_features}, {out_features})"
+        dtype, rng = float_dtype(name, dtype), as_rng(rng, name)
+        self.in_features, self.out_features, self.init = in_features, out_features, init
         self.params["W"] = initialise(init, (in_features, out_features), in_features,
                                       out_features, rng, dtype)
         self.params["b"] = np.zeros(out_features, dtype=dtype)

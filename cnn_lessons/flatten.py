@@ -9,6 +9,8 @@ layout of the input.)  The one real bug this layer invites is flattening the bat
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from .layer import Layer
@@ -21,7 +23,7 @@ class Flatten(Layer):
         """``x (N, d1, d2, ...) -> (N, d1*d2*...)``; remembers the input's shape."""
         x = self._check_input(x, range(2, 33), "(N, ...)")
         self._cache = x.shape
-        return x.reshape(x.shape[0], -1)
+        return x.reshape(x.shape[0], math.prod(x.shape[1:]))   # -1 is ambiguous when N = 0
 
     def backward(self, dout):
         """``dout (N, d1*d2*...) -> dx (N, d1, d2, ...)``, the input's shape."""

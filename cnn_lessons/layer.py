@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import validate
+
 
 class Layer:
     """Base class: empty ``params``/``grads``, a ``training`` flag and input checks."""
@@ -92,6 +94,9 @@ class Layer:
     def _check_dout(self, dout, expected_shape: tuple[int, ...]) -> np.ndarray:
         """Check that ``dout`` has the shape ``forward`` returned."""
         dout = np.asarray(dout)
+        if dout.dtype.kind != "f":              # complex, string, object: not a gradient
+            raise ValueError(f"{self!r}: backward() expected a floating-point dout, "
+                             f"got dtype {dout.dtype}")
         if dout.shape != tuple(expected_shape):
             raise ValueError(
                 f"{self!r}: backward() expected dout of shape {tuple(expected_shape)} "
@@ -100,11 +105,12 @@ class Layer:
         return dout
 
 
-def as_rng(rng) -> np.random.Generator:
-    """A ``numpy.random.Generator`` from a Generator, a seed or None."""
+def as_rng(rng, where: str = "as_rng") -> np.random.Generator:
+    """A ``numpy.random.Generator`` from a Generator, a seed or None (anything else is refused,
+    naming ``where``)."""
     if isinstance(rng, np.random.Generator):
         return rng
-    return np.random.default_rng(rng)
+    return np.random.default_rng(validate.rng(where, rng))
 
 
 def compact(p: tuple[int, int]):
@@ -112,15 +118,7 @@ def compact(p: tuple[int, int]):
     return p[0] if p[0] == p[1] else list(p)
 
 
-def pair(value, name: str, layer: str) -> tuple[int, int]:
-    """``3 -> (3, 3)``; ``(3, 5) -> (3, 5)``; anything else is refused by name."""
-    if isinstance(value, (int, np.integer)):
-        out = (int(value), int(value))
-    else:
-        try:
-            out = tuple(int(v) for v in value)
-        except TypeError:
-            out = ()
-    if len(out) != 2:
-        raise ValueError(f"{layer}: {name} must be an int or a pair of ints, got {value!r}")
-    return out
+def pair(value, name: str, layer: str, minimum: int = 1) -> tuple[int, int]:
+    """``3 -> (3, 3)``; ``(3, 5) -> (3, 5)``; anything else (``"33"``, ``2.5``, a value below
+    ``minimum``) is refused by name."""
+    return validate.pair(layer, name, value, minimum)

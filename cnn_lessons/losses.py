@@ -17,6 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from .activations import sigmoid, softmax
+from .validate import array
 
 
 class Loss:
@@ -30,17 +31,21 @@ class Loss:
             raise RuntimeError(f"{type(self).__name__}: backward() was called before forward()")
         return self._cache
 
+    def _finite(self, logits):
+        """A non-empty float array without NaN or inf: a mean over nothing, or over NaN, is NaN."""
+        return array(type(self).__name__, "predictions", logits, finite=True, nonempty=True)
+
     def _same_shape(self, logits, y):
-        logits, y = np.asarray(logits), np.asarray(y)
+        logits, y = self._finite(logits), np.asarray(y)
         if logits.shape != y.shape:
             raise ValueError(
                 f"{type(self).__name__}: predictions and targets must have the same shape, "
                 f"got {logits.shape} and {y.shape}"
             )
-        if not np.issubdtype(logits.dtype, np.floating):
-            raise ValueError(f"{type(self).__name__}: expected floating-point predictions, "
-                             f"got dtype {logits.dtype}")
-        return logits, y.astype(logits.dtype, copy=False)
+        if y.dtype.kind not in "biuf":
+            raise ValueError(f"{type(self).__name__}: expected numeric targets, got dtype {y.dtype}")
+        y = array(type(self).__name__, "targets", y.astype(logits.dtype), finite=True)
+        return logits, y
 
     def __call__(self, logits, y) -> float:
         return self.forward(logits, y)
@@ -55,15 +60,14 @@ class SoftmaxCrossEntropy(Loss):
         logits, y = np.asarray(logits), np.asarray(y)
         if logits.ndim != 2:
             raise ValueError(f"SoftmaxCrossEntropy: expected logits of shape (N, K), got {logits.shape}")
-        if not np.issubdtype(logits.dtype, np.floating):
-            raise ValueError(f"SoftmaxCrossEntropy: expected floating-point logits, got {logits.dtype}")
+        logits = self._finite(logits)
         n, k = logits.shape
         if y.shape != (n,) or not np.issubdtype(y.dtype, np.integer):
             raise ValueError(
                 f"SoftmaxCrossEntropy: expected integer labels of shape ({n},), "
                 f"got {y.dtype} array of shape {y.shape}"
             )
-        if n and (y.min() < 0 or y.max() >= k):
+        if y.min() < 0 or y.max() >= k:
             raise ValueError(f"SoftmaxCrossEntropy: labels must lie in [0, {k}), "
                              f"got values from {y.min()} to {y.max()}")
         z = logits - logits.max(axis=1, keepdims=True)         # (N, K), max of each row is 0

@@ -15,6 +15,7 @@ import inspect
 import numpy as np
 
 from . import saving
+from .validate import sizes
 from .saving import FORMAT, ModelFileError, layer_types, read_metadata  # noqa: F401 (its interface)
 
 
@@ -98,10 +99,13 @@ class Sequential:
         return first.backward(dout)
 
     def predict(self, x, batch_size: int = 1000) -> np.ndarray:
-        """Class predictions ``(N,)`` in evaluation mode, in batches; restores the mode after."""
+        """Class predictions ``(N,)`` in evaluation mode, in batches; restores the mode after.
+        An empty batch ``(0, ...)`` has no predictions."""
+        batch_size, x = sizes("Sequential.predict", batch_size=batch_size), np.atleast_1d(x)
         with eval_mode(self):
-            return np.concatenate([self.forward(x[i:i + batch_size]).argmax(axis=1)
-                                   for i in range(0, len(x), batch_size)])
+            out = [self.forward(x[i:i + batch_size]).argmax(axis=1)
+                   for i in range(0, len(x), batch_size)]
+        return np.concatenate(out) if out else np.zeros(0, dtype=np.intp)
 
     # -- modes and parameters -----------------------------------------------------------
     @property

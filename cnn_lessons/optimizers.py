@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .validate import number
+
 
 def _parameters(layers):
     """``[(layer, name), ...]`` for every learnable array of ``layers``."""
@@ -29,6 +31,10 @@ def _parameters(layers):
         layers = layers.layers
     elif hasattr(layers, "params"):
         layers = [layers]
+    if not isinstance(layers, (list, tuple)) or not all(
+            isinstance(getattr(layer, "params", None), dict) for layer in layers):
+        raise ValueError(f"expected a model, a layer or a list of layers (objects with a "
+                         f"'params' dict), got {layers!r:.80}")
     return [(layer, name) for layer in layers for name in layer.params]
 
 
@@ -36,10 +42,13 @@ class Optimizer:
     state_names: tuple[str, ...] = ()   # arrays kept per parameter, shaped like it
 
     def __init__(self, layers, lr: float, weight_decay: float = 0.0):
-        if lr <= 0:
-            raise ValueError(f"{type(self).__name__}: lr must be positive, got {lr}")
-        self.slots = _parameters(layers)
-        self.lr, self.weight_decay = float(lr), float(weight_decay)
+        where = type(self).__name__
+        self.lr = number(where, "lr", lr, 0, low_open=True)
+        self.weight_decay = number(where, "weight_decay", weight_decay, 0)
+        try:
+            self.slots = _parameters(layers)
+        except ValueError as err:
+            raise ValueError(f"{where}: {err}") from None
         self.t = 0
         self.state: dict[int, dict[str, np.ndarray]] = {}
 
@@ -86,9 +95,10 @@ class SGD(Optimizer):
     def __init__(self, layers, lr: float = 0.01, momentum: float = 0.0, nesterov: bool = False,
                  weight_decay: float = 0.0):
         super().__init__(layers, lr, weight_decay)
+        self.momentum = number(type(self).__name__, "momentum", momentum, 0, 1, high_open=True)
         if nesterov and momentum <= 0:
             raise ValueError("SGD: Nesterov momentum requires momentum > 0")
-        self.momentum, self.nesterov = float(momentum), bool(nesterov)
+        self.nesterov = bool(nesterov)
         self.state_names = ("v",) if self.momentum else ()
 
     def config(self):
@@ -112,10 +122,12 @@ class Adam(Optimizer):
     def __init__(self, layers, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0.0):
         super().__init__(layers, lr, weight_decay)
-        b1, b2 = betas
-        if not (0 <= b1 < 1 and 0 <= b2 < 1):
-            raise ValueError(f"Adam: betas must lie in [0, 1), got {betas}")
-        self.betas, self.eps = (float(b1), float(b2)), float(eps)
+        where = type(self).__name__
+        if not isinstance(betas, (tuple, list)) or len(betas) != 2:
+            raise ValueError(f"{where}: betas must be a pair (b1, b2), got {betas!r}")
+        self.betas = tuple(number(where, f"betas[{i}]", b, 0, 1, high_open=True)
+                           for i, b in enumerate(betas))
+        self.eps = number(where, "eps", eps, 0, low_open=True)
 
     def config(self):
         return {**super().config(), "betas": list(self.betas), "eps": self.eps}

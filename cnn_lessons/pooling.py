@@ -102,7 +102,9 @@ def maxpool_forward(x, kernel_size, stride):
         for v in range(kw):
             sl_h, sl_w = offset_slices(u, v, (ho, wo), stride)
             candidate = x[:, :, sl_h, sl_w]            # (N, C, Ho, Wo)
-            better = candidate > out                    # strictly: the first maximum stays
+            # strictly: the first maximum stays; a NaN wins (a window holding one has no
+            # maximum), the first one as np.argmax in the loops
+            better = (candidate > out) | (np.isnan(candidate) & ~np.isnan(out))
             out = np.where(better, candidate, out)
             argmax = np.where(better, u * kw + v, argmax)
     return out, argmax
@@ -157,9 +159,6 @@ class _Pool2D(Layer):
         name = type(self).__name__
         self.kernel_size = pair(kernel_size, "kernel_size", name)
         self.stride = pair(kernel_size if stride is None else stride, "stride", name)
-        if min(self.kernel_size) < 1 or min(self.stride) < 1:
-            raise ValueError(f"{name}: kernel_size and stride must be >= 1, "
-                             f"got {self.kernel_size} and {self.stride}")
 
     def config(self):
         cfg = {"kernel_size": compact(self.kernel_size)}

@@ -29,6 +29,7 @@ from __future__ import annotations
 import numpy as np
 
 from .layer import Layer, as_rng
+from .validate import float_dtype, number, sizes
 
 
 class Dropout(Layer):
@@ -36,10 +37,8 @@ class Dropout(Layer):
 
     def __init__(self, p: float = 0.5, *, rng=None):
         super().__init__()
-        if not 0 <= p < 1:
-            raise ValueError(f"Dropout: p must lie in [0, 1), got {p}")
-        self.p = float(p)
-        self.rng = as_rng(rng)
+        self.p = number("Dropout", "p", p, 0, 1, high_open=True)
+        self.rng = as_rng(rng, "Dropout")
 
     def config(self):
         return {"p": self.p}
@@ -110,7 +109,11 @@ class BatchNorm(Layer):
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1,
                  *, dtype=np.float32):
         super().__init__()
-        self.num_features, self.eps, self.momentum = int(num_features), float(eps), float(momentum)
+        where = type(self).__name__
+        num_features, dtype = sizes(where, num_features=num_features), float_dtype(where, dtype)
+        self.eps = number(f"{where}({num_features})", "eps", eps, 0, low_open=True)
+        self.momentum = number(f"{where}({num_features})", "momentum", momentum, 0, 1)
+        self.num_features = num_features
         self.params["gamma"] = np.ones(num_features, dtype=dtype)
         self.params["beta"] = np.zeros(num_features, dtype=dtype)
         self.buffers["running_mean"] = np.zeros(num_features, dtype=dtype)
@@ -125,9 +128,14 @@ class BatchNorm(Layer):
         return cfg
 
     def _check(self, x):
-        """``x (N, C)`` or ``(N, C, H, W)`` with ``C = num_features``, else a clear error."""
-        return self._check_input(x, (2, 4), f"(N, {self.num_features}) or "
-                                 f"(N, {self.num_features}, H, W)", {1: self.num_features})
+        """``x (N, C)`` or ``(N, C, H, W)`` with ``C = num_features``, else a clear error.
+        float16 is refused: squares above 65504 overflow, and the variance becomes inf."""
+        x = self._check_input(x, (2, 4), f"(N, {self.num_features}) or "
+                              f"(N, {self.num_features}, H, W)", {1: self.num_features})
+        if x.dtype.itemsize < 4:
+            raise ValueError(f"{self!r}: a {x.dtype} input overflows in the variance; "
+                             "convert it with x.astype(np.float32)")
+        return x
 
     def forward(self, x):
         """``x (N, D)`` or ``(N, C, H, W)`` -> the same shape."""

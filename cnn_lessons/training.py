@@ -25,18 +25,69 @@ from . import fast, parallel
 from .evaluation import evaluate
 from .layer import as_rng
 from .losses import SoftmaxCrossEntropy
+from .validate import sizes
 
 
 class TrainingDiverged(RuntimeError):
     """The loss or a gradient became NaN or infinite."""
 
 
-def _check_finite(model, loss: float, step: int, epoch: int):
+def _arrays(layer) -> dict:
+    return {**layer.params, **getattr(layer, "buffers", {})}
+
+
+def blame(model, xb, rows=None) -> str:
+    """Where the first non-finite number of a forward pass of ``xb`` came from: the data (a
+    NaN pixel), a weight or running statistic, or the first layer whose output is not finite
+    although its input is.  The pass is replayed layer by layer; buffers are put back.
+    ``rows``: the indices of the batch's examples in the training set, for the message."""
+    bad = ~np.isfinite(xb)
+    if bad.any():
+        index = tuple(int(i) for i in np.argwhere(bad)[0])
+        which = (f"example {int(rows[index[0]])} of x_train" if rows is not None
+                 else f"example {index[0]} of the batch")
+        return (f"it comes from the data: {which} holds {xb[index]} at {index[1:]} (a NaN or "
+                "infinite pixel); check the images")
+    for i, layer in enumerate(model.layers):
+        for name, arr in _arrays(layer).items():
+            if not np.isfinite(arr).all():
+                return (f"it comes from a weight: layer {i} {layer!r} holds non-finite values "
+                        f"in {name!r} (an update overflowed: lower the learning rate)")
+    saved = [{k: v.copy() for k, v in getattr(layer, "buffers", {}).items()}
+             for layer in model.layers]
+    try:
+        x = xb
+        with np.errstate(all="ignore"):
+            for i, layer in enumerate(model.layers):
+                x = layer.forward(x)
+                if not np.isfinite(x).all():
+                    return (f"it appears in the output of layer {i} {layer!r}, whose input and "
+                            "weights are finite (values too large: lower the learning rate)")
+    except Exception:                    # a layer that refuses its input: no verdict
+        return "its origin could not be traced"
+    finally:
+        for layer, buffers in zip(model.layers, saved):
+            for k, v in buffers.items():
+                layer.buffers[k][...] = v
+    return ("every layer's output is finite: the loss itself overflowed (check its numerical "
+            "stability)")
+
+
+def _check_output(model, xb, logits, step: int, epoch: int, rows=None):
+    """Stop before the loss when the network's output is not finite, saying where it began."""
+    if not np.isfinite(logits).all():
+        what = "nan" if np.isnan(logits).any() else "not finite"
+        raise TrainingDiverged(f"step {step} (epoch {epoch}): the loss is {what}, the "
+                               f"network's output holds non-finite values; {blame(model, xb, rows)}")
+
+
+def _check_finite(model, loss: float, step: int, epoch: int, xb=None):
     """Stop at the first non-finite number, naming the step and the layer where it appeared."""
     where = f"step {step} (epoch {epoch})"
     if not np.isfinite(loss):
-        raise TrainingDiverged(f"{where}: the loss is {loss}; lower the learning rate or check "
-                               "the initialisation and the loss's numerical stability")
+        origin = "" if xb is None else f"; {blame(model, xb)}"
+        raise TrainingDiverged(f"{where}: the loss is {loss}{origin}; lower the learning rate "
+                               "or check the initialisation and the loss's numerical stability")
     bad = [(i, name) for i, layer in enumerate(model.layers)
            for name, g in layer.grads.items() if not np.isfinite(g).all()]
     if bad:
@@ -47,6 +98,17 @@ def _check_finite(model, loss: float, step: int, epoch: int):
         raise TrainingDiverged(f"{where}: layer {i} {model.layers[i]!r} has a non-finite gradient "
                                f"grads[{name!r}] (the first one backpropagation met; layers "
                                f"{layers} are affected)")
+    _check_weights(model, where, params=False)
+
+
+def _check_weights(model, where: str, params: bool = True):
+    """Stop when a running statistic (or, with ``params``, a parameter) is not finite: batch
+    norm's running variance can overflow while the normalised outputs stay finite."""
+    for i, layer in enumerate(model.layers):
+        for name, arr in (_arrays(layer) if params else getattr(layer, "buffers", {})).items():
+            if not np.isfinite(arr).all():
+                raise TrainingDiverged(f"{where}: layer {i} {layer!r} holds non-finite values "
+                                       f"in {name!r}; lower the learning rate")
 
 
 def lr_at(schedule, base_lr: float, epoch_fraction: float, epochs: int) -> float:
@@ -94,8 +156,12 @@ def train(model, x_train, y_train, *, epochs: int = 1, batch_size: int = 64, opt
     """
     if len(x_train) != len(y_train):
         raise ValueError(f"train: {len(x_train)} training inputs but {len(y_train)} labels")
-    if epochs < 1 or batch_size < 1:
-        raise ValueError(f"train: epochs and batch_size must be >= 1, got {epochs} and {batch_size}")
+    if len(x_train) == 0:
+        raise ValueError("train: no training examples (x_train is empty)")
+    epochs, batch_size = sizes("train", epochs=epochs, batch_size=batch_size)
+    if not hasattr(optimizer, "step") or not hasattr(optimizer, "lr"):
+        raise ValueError(f"train: optimizer must be an optimizer built on the model (such as "
+                         f"Adam(model)), got {optimizer!r:.80}")
     loss_fn = loss_fn or SoftmaxCrossEntropy()
     rng = as_rng(seed)
     n = len(x_train)
@@ -131,11 +197,13 @@ def train(model, x_train, y_train, *, epochs: int = 1, batch_size: int = 64, opt
             xb, yb = x_train[idx], y_train[idx]
             optimizer.lr = lr_at(lr_schedule, base_lr, epoch - 1 + b / batches_per_epoch, epochs)
             logits = net.forward(xb)
+            if check_finite:
+                _check_output(model, xb, logits, step + 1, epoch, idx)
             loss = loss_fn.forward(logits, yb)
             net.backward(loss_fn.backward(), input_grad=False)   # no gradient of the images
             step += 1
             if check_finite:
-                _check_finite(model, loss, step, epoch)
+                _check_finite(model, loss, step, epoch, xb)
             apply_step()
             hits = int((logits.argmax(axis=1) == yb).sum())
             seen += len(yb)
@@ -169,6 +237,8 @@ def train(model, x_train, y_train, *, epochs: int = 1, batch_size: int = 64, opt
                 e["train_loss"].append(train_loss)
                 e["train_accuracy"].append(train_acc)
                 e["seconds"].append(seconds)
+                if check_finite:            # the last step's update, before anyone saves it
+                    _check_weights(model, f"after epoch {epoch}")
                 if x_test is not None:
                     test_loss, test_acc = evaluate_loss_accuracy(evaluator, x_test, y_test,
                                                                  loss_fn, EVAL_BATCH)
