@@ -22,7 +22,8 @@ MathJax to typeset, and measures what a reader sees:
   the one-line form. Bound: 15 in the whole book.
 - ``minutes``: minutes of prose at 150 words a minute: the words of the page's article
   without code cells, outputs, equations and solution regions. Bound: 20 for chapter 1,
-  30 for every page.
+  30 for every other page; the appendices are reference pages, read a part at a time, and
+  their minutes are reported only.
 - ``cut``: content cut off on a phone: with a 390-pixel-wide viewport, elements of the article
   that reach past the right edge of a box that clips without scrolling, or past the screen
   (which makes the whole page scroll sideways); content inside a box that scrolls sideways
@@ -201,8 +202,11 @@ class PageMetrics:
         return self.words / WORDS_PER_MINUTE
 
     @property
-    def max_minutes(self) -> int:
-        return MAX_MINUTES_FIRST if Path(self.page).name.startswith("01-") else MAX_MINUTES
+    def max_minutes(self) -> int | None:
+        name = Path(self.page).name
+        if name.startswith("appendix-"):
+            return None                 # reference pages, read in parts: reported, not bounded
+        return MAX_MINUTES_FIRST if name.startswith("01-") else MAX_MINUTES
 
     def problems(self) -> list[str]:
         """The bounds this page breaks (the whole book's report count is checked apart)."""
@@ -212,7 +216,7 @@ class PageMetrics:
         out += [f"    untypeset TeX: ...{text}..." for text in self.raw_tex[:5]]
         if len(self.raw_tex) > 5:
             out.append(f"    untypeset TeX: ({len(self.raw_tex) - 5} more)")
-        if self.minutes > self.max_minutes:
+        if self.max_minutes is not None and self.minutes > self.max_minutes:
             out.append(f"    {self.minutes:.1f} minutes of prose, more than {self.max_minutes}")
         out += [f"    cut at {PHONE_WIDTH} px: {text}" for text in self.cut[:5]]
         if len(self.cut) > 5:
@@ -363,7 +367,7 @@ def main(argv=None) -> int:
     print(f"blocks cut at {PHONE_WIDTH} px: {sum(len(m.cut) for m in results)} (bound 0)")
     print(f"minutes of prose at {WORDS_PER_MINUTE} words/min: "
           + ", ".join(f"{Path(m.page).stem.split('-')[0]} {m.minutes:.0f}" for m in results)
-          + f" (bounds: chapter 1 {MAX_MINUTES_FIRST}, every page {MAX_MINUTES})")
+          + f" (bounds: chapter 1 {MAX_MINUTES_FIRST}, every other page {MAX_MINUTES}, appendices reported only)")
     print(f"figures and animations (reported only): "
           + ", ".join(f"{Path(m.page).stem.split('-')[0]} {m.figures}+{m.animations}"
                       for m in results))

@@ -89,6 +89,12 @@ def test_too_many_full_reports_and_too_long_a_chapter_fail(tmp_path, capsys):
     assert "minutes of prose, more than 20" in out           # chapter 1 only: 21 > 20
     assert "more than 30" not in out
 
+    longer = CLEAN.replace("<p>Some prose", "<p>" + "word " * (150 * 31) + "Some prose")
+    pages = {"05-longer.html": longer, "appendix-longer.html": longer}
+    assert check_book.main([str(build(tmp_path / "c", pages))]) == 1
+    problems = capsys.readouterr().out.split("05-longer.html", 1)[1]
+    assert problems.count("minutes of prose, more than 30") == 1   # the chapter, not the appendix
+
 
 def test_a_wide_block_that_does_not_scroll_is_cut_on_a_phone(tmp_path, capsys):
     wide = CLEAN.replace("<h1>", '<div style="overflow: hidden; width: 300px">'
