@@ -295,13 +295,16 @@ def find_dataset(name="mnist", data_dir=None) -> Path:
     """The folder holding the full files of dataset ``name``: under ``data_dir``, else under
     ``$CNN_LESSONS_DATA`` (each through :func:`dataset_folder`), else :func:`cache_dir` when it
     is complete, else a system folder that holds them, else the cache after downloading what is
-    missing there. An empty ``CNN_LESSONS_DATA`` counts as unset."""
+    missing there. An empty ``CNN_LESSONS_DATA`` counts as unset, and so does one that points
+    straight at another dataset's files (a ``data_dir`` that does is refused)."""
     info = dataset_info(name)
     env = os.environ.get(ENV_VAR, "")
     for given, origin in ((data_dir, "data folder (data_dir argument)"),
                           (env or None, f"data folder (${ENV_VAR})")):
         if given is not None:
             folder = dataset_folder(given, info)
+            if given is env and _holds_another_dataset(folder, info):
+                continue      # $CNN_LESSONS_DATA pointing at MNIST's files says nothing of Fashion's
             dataset_files(folder, info, origin=origin)
             return folder
     folder = cache_dir(info.name)
@@ -311,6 +314,17 @@ def find_dataset(name="mnist", data_dir=None) -> Path:
         if all(find_file(system, file) for file in FILE_NAMES):
             return Path(system)
     return download_dataset(info.name, folder)
+
+
+def _holds_another_dataset(folder, info) -> bool:
+    """True when ``folder``'s (small) test-label file is another dataset's: both datasets use
+    the same file names."""
+    labels = find_file(folder, "t10k-labels-idx1-ubyte")
+    if labels is None:
+        return False
+    got = hashlib.sha256(read_bytes(labels)).hexdigest()
+    return any(other.name != info.name and got == other.sha256["t10k-labels-idx1-ubyte"]
+               for other in DATASETS.values())
 
 
 def find_mnist(data_dir=None) -> Path:

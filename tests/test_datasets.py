@@ -144,11 +144,24 @@ def test_one_folder_per_dataset_under_the_env_var(two, tmp_path, monkeypatch):
     assert load_dataset("fashion-mnist", root).source == str(root / "fashion-mnist")
 
 
-def test_env_var_holding_one_datasets_files_refuses_the_other(two, monkeypatch):
+def test_env_var_holding_one_datasets_files_is_not_used_for_the_other(two, tmp_path,
+                                                                      monkeypatch):
+    # The README's set-up points CNN_LESSONS_DATA at the MNIST files; Fashion-MNIST then
+    # comes from the next place (here a system folder), never from the MNIST files.
     monkeypatch.setenv("CNN_LESSONS_DATA", str(two["mnist"][0]))
-    assert load_mnist().name == "mnist"
+    system = tmp_path / "usr-share-fashion"
+    fake_dataset(system, seed=2)                     # the same files as two["fashion-mnist"]
+    monkeypatch.setitem(data.DATASETS, "fashion-mnist",
+                        dataclasses.replace(data.DATASETS["fashion-mnist"],
+                                            system_dirs=(str(system),)))
+    monkeypatch.setattr(data, "cache_dir", lambda name="mnist": tmp_path / "empty-cache")
+    assert load_mnist().source == str(two["mnist"][0])
+    fashion = load_dataset("fashion-mnist")
+    assert fashion.source == str(system)
+    np.testing.assert_array_equal(fashion.y_test, two["fashion-mnist"][1]["y_test"])
+    # given explicitly, the other dataset's folder is still refused
     with pytest.raises(DataError, match="this is the MNIST file .* not the Fashion-MNIST one"):
-        load_dataset("fashion-mnist")          # never falls back to the cache or a download
+        load_dataset("fashion-mnist", two["mnist"][0])
 
 
 def test_env_var_with_a_subfolder_for_one_dataset_only(two, tmp_path, monkeypatch):
