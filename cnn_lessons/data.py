@@ -247,8 +247,8 @@ def read_idx(path, *, ndim: int | None = None) -> np.ndarray:
 def cache_dir(name="mnist") -> Path:
     """The per-user folder where the downloaded files of dataset ``name`` are kept
     (``~/.cache/cnn_lessons/mnist`` on Linux, following ``XDG_CACHE_HOME``)."""
-    import pooch
-    return Path(pooch.os_cache("cnn_lessons")) / dataset_info(name).name
+    import platformdirs  # pooch's own choice of folder, without importing pooch (and tqdm)
+    return Path(platformdirs.user_cache_dir("cnn_lessons")) / dataset_info(name).name
 
 
 def find_file(folder, name) -> Path | None:
