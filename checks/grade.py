@@ -17,8 +17,9 @@ the top.  Student code is hostile, so each submission is graded **sealed off**:
   Required for a real class; ``--no-sandbox`` (or ``CHECKS_GRADE_SANDBOX=off``) runs without it,
   and every report says which it was.
 - **A process per submission.** Each submission is graded by a grading process of its own
-  (``--jobs`` of them at once); a kernel that kills its grader takes only its own grade with it.
-  The grading process hands back its result signed with a key only the main process knows.
+  (``--jobs`` of them at once), forked from a server that has imported the grader once; a
+  kernel that kills its grader takes only its own grade with it.  The grading process hands
+  back its result signed with a key only the main process knows.
 - **Integrity probes** (:mod:`checks.grade_probe`) before and after each graded cell: the
   harness, numpy's comparisons, the builtins, IPython's transformers and the kernel's message
   handling are the installed originals, and known-bad checks still fail.  A graded layer built
@@ -57,6 +58,7 @@ import io
 import json
 import logging
 import math
+import multiprocessing
 import os
 import re
 import secrets
@@ -751,6 +753,7 @@ class Options:
     run_all: bool = False
     probes: bool = True
     fingerprints: dict | None = None     # the grader's, computed once for all workers
+    font_list: dict | None = None        # matplotlib's, likewise (grade_sandbox)
 
 
 class Runner:
@@ -1086,6 +1089,9 @@ def grade_notebook(path, *, reference=None, timeout: float = 60, total_timeout: 
         os.chmod(scratch, 0o700)
         if original is not None:
             (work / path.name).write_bytes(original)
+        for name, text in (options.font_list or {}).items():
+            (work / ".matplotlib").mkdir(exist_ok=True)
+            (work / ".matplotlib" / Path(name).name).write_text(text, encoding="utf-8")
         runner = Runner(plan.nb, work, options, sandboxed)
         try:
             outcomes = _run_sync(runner.run(indices, set(graded_index),
@@ -1170,10 +1176,28 @@ def _options_from(data: dict) -> Options:
     return Options(**data)
 
 
-def worker_main() -> int:
-    """``python -m checks.grade --worker``: grade one notebook described on standard input and
-    print the result, signed, on standard output."""
-    task = json.loads(sys.stdin.readline())
+def _grading_context():
+    """Where grading processes come from: a fork server that has imported the grader once, so
+    that each submission's process starts in milliseconds, not the second the imports take
+    (``spawn`` where there is no fork server)."""
+    methods = multiprocessing.get_all_start_methods()
+    context = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+    context.set_forkserver_preload(["checks.grade_worker"])
+    return context
+
+
+def worker_main(task: str, connection) -> None:
+    """The grading process of one submission: grade the notebook ``task`` (JSON) describes and
+    send the result, signed, on ``connection``."""
+    os.setsid()                 # a process group of its own, ended with all it started
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):        # nothing reaches the teacher's terminal or the --json output
+        os.dup2(devnull, fd)
+    task = json.loads(task)
+    os.environ.clear()          # the grader's environment now, not the fork server's
+    os.environ.update(task["environ"])
+    tempfile.tempdir = None
+    os.chdir(task["cwd"])
     key = bytes.fromhex(task["key"])
     grade_sandbox.become_subreaper()
     try:
@@ -1188,30 +1212,42 @@ def worker_main() -> int:
                                           f"({type(err).__name__}: {shorten(err, 160)})"})
     finally:
         grade_sandbox.kill_everything_below(os.getpid())
-    sys.stdout.write(f"RESULT {_sign(key, payload)} {payload}\n")
-    sys.stdout.flush()
-    return 0
+    connection.send_bytes(f"RESULT {_sign(key, payload)} {payload}".encode())
+    connection.close()
+
+
+def prepare_options(options: Options) -> None:
+    """Compute once what every grading process of a class shares."""
+    if options.probes and options.fingerprints is None:
+        options.fingerprints = grade_probe.expected_fingerprints()
+    if options.font_list is None:
+        options.font_list = grade_sandbox.matplotlib_font_list()
 
 
 def grade_in_worker(path: Path, reference: Path | None, options: Options) -> Grade:
     """Grade ``path`` in a grading process of its own; a :class:`Grade` with ``problem`` set
     when that process dies or hands back nothing it signed."""
     key = secrets.token_bytes(32)
-    if options.probes and options.fingerprints is None:
-        options.fingerprints = grade_probe.expected_fingerprints()
-    task = json.dumps({"key": key.hex(), "path": str(path),
-                       "reference": str(reference) if reference else None,
-                       "options": _options_dict(options)})
+    prepare_options(options)
+    task = json.dumps({"key": key.hex(), "path": str(Path(path).absolute()),
+                       "reference": str(Path(reference).absolute()) if reference else None,
+                       "options": _options_dict(options), "environ": dict(os.environ),
+                       "cwd": os.getcwd()})
     limit = options.total_timeout + 4 * STARTUP_TIMEOUT + 60
     start = time.monotonic()
-    process = subprocess.Popen([sys.executable, "-m", "checks.grade", "--worker"],
-                               stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                               stderr=subprocess.DEVNULL, start_new_session=True, text=True)
+    context = _grading_context()
+    receiver, sender = context.Pipe(duplex=False)
+    process = context.Process(target=worker_main, args=(task, sender), daemon=True)
+    process.start()
+    sender.close()
+    out = b""
     try:
-        out, _ = process.communicate(task + "\n", timeout=limit)
-    except subprocess.TimeoutExpired:
-        out = ""
+        if receiver.poll(limit):
+            out = receiver.recv_bytes(2**24)
+    except (EOFError, OSError):
+        pass
     finally:
+        receiver.close()
         for pid in grade_sandbox.descendants(process.pid) | {process.pid}:
             try:
                 os.kill(pid, signal.SIGKILL)
@@ -1221,16 +1257,15 @@ def grade_in_worker(path: Path, reference: Path | None, options: Options) -> Gra
             os.killpg(process.pid, signal.SIGKILL)
         except OSError:
             pass
-        process.wait()
-    for line in reversed(out.splitlines()):
-        parts = line.split(" ", 2)
-        if len(parts) == 3 and parts[0] == "RESULT" and \
-                hmac.compare_digest(parts[1], _sign(key, parts[2])):
-            data = json.loads(parts[2])
-            if "unusable" in data:
-                raise UnusableInput(data["unusable"])
-            return Grade.from_dict(data["grade"])
-    code = process.returncode
+        process.join()
+    parts = out.decode("utf-8", "replace").split(" ", 2)
+    if len(parts) == 3 and parts[0] == "RESULT" and \
+            hmac.compare_digest(parts[1], _sign(key, parts[2])):
+        data = json.loads(parts[2])
+        if "unusable" in data:
+            raise UnusableInput(data["unusable"])
+        return Grade.from_dict(data["grade"])
+    code = process.exitcode
     why = _death_text(code).replace("the kernel", "the grading process")
     grade = Grade(str(path), problem=f"{why} before it finished; grade this notebook again "
                                      f"with bubblewrap installed",
@@ -1243,8 +1278,13 @@ def grade_in_worker(path: Path, reference: Path | None, options: Options) -> Gra
 def grade_many(paths, reference: Path | None, options: Options, jobs: int,
                on_result=None) -> list:
     """Grade every notebook in ``paths`` (``jobs`` at once); ``[Grade or UnusableInput]`` in
-    the order of ``paths``; ``on_result(i, result)`` as each finishes."""
+    the order of ``paths``; ``on_result(i, result)`` as each finishes.
+
+    The grading processes come from a fork server (:mod:`multiprocessing`), so a script that
+    calls this must do it under ``if __name__ == "__main__":``.
+    """
     results = [None] * len(paths)
+    prepare_options(options)
 
     def one(i):
         try:
@@ -1393,8 +1433,6 @@ def _count(text: str) -> int:
 
 
 def main(argv=None) -> int:
-    if argv is None and sys.argv[1:2] == ["--worker"]:
-        return worker_main()
     defaults = grade_sandbox.Limits()
     parser = _Parser(
         prog=PROG,

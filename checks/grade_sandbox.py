@@ -26,6 +26,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -108,6 +109,26 @@ def kernel_environment(work: Path, sandboxed: bool) -> dict[str, str]:
     if data and os.path.isdir(data):
         env["CNN_LESSONS_DATA"] = str(Path(data).resolve())
     return env
+
+
+def matplotlib_font_list() -> dict[str, str]:
+    """matplotlib's font list, built once by the grader in a kernel's environment:
+    ``{file name: text}`` (empty when matplotlib is missing or fails).
+
+    A kernel's matplotlib folder starts empty, and its first ``import matplotlib.pyplot`` would
+    scan the system's fonts to rebuild this list, a fifth of a second in every submission; a
+    copy of it in each submission's folder spares that.  It names only fonts the sandbox can
+    read (the system's and matplotlib's own: ``HOME`` here is an empty folder).
+    """
+    with tempfile.TemporaryDirectory(prefix="checks-fonts-") as scratch:
+        try:
+            subprocess.run([sys.executable, "-I", "-c", "import matplotlib.font_manager"],
+                           env=kernel_environment(Path(scratch), False), cwd=scratch,
+                           capture_output=True, timeout=120)
+        except (OSError, subprocess.TimeoutExpired):
+            return {}
+        return {path.name: path.read_text(encoding="utf-8")
+                for path in Path(scratch, ".matplotlib").glob("fontlist-*.json")}
 
 
 def kernel_command(work: Path, connection_dir: Path, limits: Limits, sandboxed: bool) -> list[str]:
