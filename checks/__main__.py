@@ -294,6 +294,7 @@ def verdict(results, seconds) -> str:
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv and argv[0] in ("assign", "grade"):     # classroom commands: checks/assign.py, grade.py
+        importlib.import_module("checks.grade_worker")   # first: it makes nbformat's import cheap
         return importlib.import_module(f"checks.{argv[0]}").main(argv[1:])
     description, epilog = help_text()
     parser = Parser(prog=PROG, description=description, epilog=epilog,
