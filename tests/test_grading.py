@@ -523,3 +523,30 @@ def test_the_fallback_can_be_forced_and_the_sandbox_binds_only_what_it_needs(tmp
                         "PYTHONDONTWRITEBYTECODE", "IPYTHONDIR", "MPLCONFIGDIR",
                         "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
                         "CNN_LESSONS_DATA"}
+
+
+def test_each_grading_process_takes_the_graders_environment_folder_and_font_list(
+        tiny, tmp_path, monkeypatch):
+    """Grading processes fork from a server started with the first one: each still grades with
+    the environment and working directory the grader has when it asks, and its kernel starts
+    with matplotlib's font list already in its folder."""
+    student, _, solved = tiny
+    folder = tmp_path / "submitted"
+    fonts = ('import glob, os\n'
+             'if not glob.glob(os.path.expanduser("~/.matplotlib/fontlist-*.json")):\n'
+             '    double = None\n')
+    hand_in(folder, "ada.ipynb", student, tiny_double=solved["tiny-double"],
+            tiny_scale=solved["tiny-scale"], after_tiny_double=fonts)
+    shutil.copy(student, folder / "released.ipynb")
+    monkeypatch.chdir(folder)
+    options = grade.Options(timeout=60, total_timeout=300)
+    first = grade.grade_in_worker(Path("ada.ipynb"), Path("released.ipynb"), options)
+    assert options.font_list and all(name.startswith("fontlist-") for name in options.font_list)
+    assert (first.score, first.max_score, first.problem) == (4, 4, "")
+    assert first.sandboxed == HAS_BWRAP
+    monkeypatch.setenv("CHECKS_GRADE_SANDBOX", "off")
+    second = grade.grade_in_worker(Path("ada.ipynb"), Path("released.ipynb"), options)
+    assert (second.score, second.max_score, second.sandboxed) == (4, 4, False)
+    monkeypatch.setattr(options, "font_list", {})         # no list: the kernel finds none
+    third = grade.grade_in_worker(Path("ada.ipynb"), Path("released.ipynb"), options)
+    assert (third.score, third.max_score) == (3, 4)
