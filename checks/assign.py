@@ -54,6 +54,8 @@ import nbformat
 
 from cnn_lessons.files import atomic_write
 
+from . import grade_probe
+
 BEGIN = "### BEGIN SOLUTION"
 END = "### END SOLUTION"
 MARKER_WORDS = ("BEGIN SOLUTION", "END SOLUTION")   # what nbgrader looks for, anywhere in a line
@@ -379,7 +381,9 @@ def student_note(name: str, graded: list[tuple[str, float]]) -> str:
     return f"""\
 **How to work on this assignment.** The code you write goes where a cell says
 `raise NotImplementedError(...)`: replace that line and the `# YOUR CODE HERE` comment above it
-with your code, and keep the rest of the cell. Run the cells from the top.
+with your code, and keep the rest of the cell. Run the cells from the top. Write each answer
+yourself: the notebook imports the package's own layers to compare with yours, and an answer
+that hands its work to them scores 0 and is listed for the teacher to review.
 
 The cells you cannot edit are the **graded check cells**. Each one tests the code above it and
 earns its points when it runs without an error; an `AssertionError` or any other error means
@@ -412,12 +416,29 @@ folder. Graded check cells are the same in both, so this notebook scores full ma
 `python -m checks grade --include-teacher {name}-solution.ipynb --reference {name}-solution.ipynb`."""
 
 
-def _finish(nb, name: str, note: str, role: str):
+def answer_key_uses(nb) -> dict[str, list[str]]:
+    """``{grade_id: names}`` for each solution cell of the chapter ``nb`` (solutions in place):
+    the names the notebook imports from ``cnn_lessons`` that the solution itself reads.  The
+    grader flags a student's solution that reads any other such name (a layer that hands its
+    work to the package's own, the answer key)."""
+    imported = set()
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            imported |= {name for name, module, _ in grade_probe.import_bindings(cell.source)
+                         if module.split(".")[0] == "cnn_lessons"}
+    return {str(meta["grade_id"]): sorted(grade_probe.used_names(cell.source) & imported)
+            for cell in nb.cells
+            if cell.cell_type == "code" and (meta := nbgrader_meta(cell)) and meta.get("solution")}
+
+
+def _finish(nb, name: str, note: str, role: str, key_uses: dict):
     """Clear outputs, lock graded cells, set deterministic ids, add the note as first cell,
-    record the role, the chapter and the graded cells in the notebook's metadata."""
+    record the role, the chapter, the graded cells and the solutions' uses of the package in
+    the notebook's metadata."""
     nb.metadata.pop("jupytext", None)
     nb.metadata["checks"] = {"role": role, "chapter": name,
-                             "graded": {grade_id: points for grade_id, points in _graded(nb)}}
+                             "graded": {grade_id: points for grade_id, points in _graded(nb)},
+                             "answer_key_uses": key_uses}
     nb.nbformat, nb.nbformat_minor = 4, 5
     used = set()
     for index, cell in enumerate(nb.cells):
@@ -445,6 +466,7 @@ def _graded(nb) -> list[tuple[str, float]]:
 def student_notebook(path: Path, nb, *, keep_solutions: bool = False):
     """The student's notebook from the chapter ``nb`` (a copy; ``nb`` is not changed)."""
     nb = copy.deepcopy(nb)
+    key_uses = answer_key_uses(nb)
     for index, cell in enumerate(nb.cells):
         if cell.cell_type == "code" and not keep_solutions:
             cell.source = stub_solutions(cell.source, _where(path, index, cell))
@@ -455,7 +477,7 @@ def student_notebook(path: Path, nb, *, keep_solutions: bool = False):
                 raise AssignmentError(f"{path}: cell {index} of the student's notebook still "
                                       f"contains the words of a solution marker")
     return _finish(nb, path.stem, student_note(path.stem, _graded(nb)),
-                   "nbgrader-source" if keep_solutions else "student")
+                   "nbgrader-source" if keep_solutions else "student", key_uses)
 
 
 def teacher_notebook(path: Path, nb):
@@ -464,7 +486,7 @@ def teacher_notebook(path: Path, nb):
     for index, cell in enumerate(nb.cells):
         if cell.cell_type == "code":
             cell.source = remove_markers(cell.source, _where(path, index, cell))
-    return _finish(nb, path.stem, teacher_note(path.stem), "teacher")
+    return _finish(nb, path.stem, teacher_note(path.stem), "teacher", answer_key_uses(nb))
 
 
 def write_notebook(nb, path: Path) -> None:

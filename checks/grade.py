@@ -23,7 +23,9 @@ the top.  Student code is hostile, so each submission is graded **sealed off**:
 - **Integrity probes** (:mod:`checks.grade_probe`) before and after each graded cell: the
   harness, numpy's comparisons, the builtins, IPython's transformers and the kernel's message
   handling are the installed originals, and known-bad checks still fail.  A graded layer built
-  on ``cnn_lessons`` (the answer key) is flagged.  A flagged cell scores 0 and the submission is
+  on ``cnn_lessons`` (the answer key) is flagged: one that subclasses it, names it, or reads a
+  name the notebook imports from it that the teacher's solution does not read (``assign``
+  records those in the notebook's metadata, ``answer_key_uses``).  A flagged cell scores 0 and the submission is
   listed for review.
 - **The graded cells come from the reference** (``--reference``: the released notebook or the
   teacher's): matched by ``grade_id``, their source and points restored.  Without a reference
@@ -432,10 +434,25 @@ def prepare(nb, path, reference=None) -> Plan:
     for index in graded_code:                    # the names they read from other cells
         analysis = _analyse(nb.cells[index].source, set())
         relevant |= analysis[1] if analysis else grade_probe.used_names(nb.cells[index].source)
+    # names the notebook imports from cnn_lessons (the answer key) that no solution needs
+    key_names = {name for name, module, _ in imported if module.split(".")[0] == "cnn_lessons"}
+    uses = ((reference if reference is not None else nb).metadata.get("checks") or {}).get(
+        "answer_key_uses")
+    own = set()                          # what the student defines with def or class
+    for index in solution:
+        own |= grade_probe.defined_names(nb.cells[index].source, assignments=False)
     for index in sorted(solution):
         source = nb.cells[index].source
         if index not in graded_code and not (grade_probe.defined_names(source) & relevant):
             continue                 # an added cell that the graded code does not use
+        if isinstance(uses, dict):
+            allowed = uses.get(_cell_key(nb.cells[index]))
+            allowed = set(allowed) if isinstance(allowed, list) else set()
+            handed = sorted((grade_probe.used_names(source) & key_names) - allowed - own)
+            if handed:
+                flags.append(f"code cell {index} ({_cell_key(nb.cells[index]) or 'added'}) uses "
+                             f"{', '.join(handed)} from cnn_lessons, the installed answer key, "
+                             f"which the solution does not need")
         if grade_probe.mentions_answer_key(source):
             ref_mentions = False
             if reference is not None:

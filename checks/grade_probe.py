@@ -20,7 +20,8 @@ history) and compares what it reports with what the grader computed itself:
 - **the names a graded cell uses** that the reference binds by ``import`` are still the imported
   objects (``np`` is numpy, ``check_layer`` is ``checks.check_layer``);
 - **no student class subclasses** a ``cnn_lessons`` class or keeps one as a class attribute
-  (the grader also reads the student's cells for any mention of ``cnn_lessons``).
+  (the grader also reads the student's cells for any mention of ``cnn_lessons``, and for names
+  imported from it that the teacher's solution does not use).
 
 The probe runs inside the student's kernel, so a determined student who studies it can still
 fool it; together with the sandbox it stops every known way, and each flag names what it saw.
@@ -314,8 +315,9 @@ def compare(report: dict, baseline_transformers: str | None, expected=None) -> l
 # --------------------------------------------------------------------------------------------
 # Reading the student's code (in the grader, no kernel)
 
-def defined_names(source: str) -> set[str]:
-    """Top-level names a cell defines (def, class, assignment, import); empty if unparsable."""
+def defined_names(source: str, assignments: bool = True) -> set[str]:
+    """Top-level names a cell defines (def, class and, unless ``assignments`` is False,
+    assignment); empty if unparsable."""
     try:
         tree = ast.parse(source)
     except SyntaxError:
@@ -324,7 +326,7 @@ def defined_names(source: str) -> set[str]:
     for node in tree.body:
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
             names.add(node.name)
-        elif isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
+        elif assignments and isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
             targets = node.targets if isinstance(node, ast.Assign) else [node.target]
             for target in targets:
                 names |= {n.id for n in ast.walk(target) if isinstance(n, ast.Name)}

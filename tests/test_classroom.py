@@ -249,7 +249,8 @@ def test_assignment_notebooks(tiny):
     assert "{solution} some-label" in student_text                 # a literal block stays
     graded = {"tiny-double-check": 1, "tiny-scale-check": 2, "tiny-numpy-check": 1}
     assert student.metadata["checks"] == {"role": "student", "chapter": "tiny-chapter",
-                                          "graded": graded}
+                                          "graded": graded, "answer_key_uses": {
+                                              "tiny-double": [], "tiny-scale": []}}
     assert teacher.metadata["checks"]["role"] == "teacher"
 
 

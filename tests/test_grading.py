@@ -334,6 +334,56 @@ def test_cheats_are_flagged_and_score_nothing(flatten, tmp_path, mode):
     assert "REVIEW:" in text.stdout and "Flagged for review (1)" in text.stdout
 
 
+DENSE = ROOT / "book" / "02-dense.md"
+LOSSES = ROOT / "book" / "04-losses.md"
+# Chapter 2 imports the package's Dense to compare with; this DenseLayer hands its work to it
+# without naming cnn_lessons.
+HANDS_OVER = '''
+class DenseLayer:
+    def __init__(self, in_features, out_features, rng=None):
+        self.inner = Dense(in_features, out_features, rng=rng)
+        self.params, self.grads = self.inner.params, self.inner.grads
+
+    def forward(self, x):
+        return self.inner.forward(x)
+
+    def backward(self, dout):
+        out = self.inner.backward(dout)
+        self.grads.update(self.inner.grads)
+        return out
+'''
+
+
+def test_a_layer_that_hands_its_work_to_an_imported_package_layer_is_flagged(tmp_path):
+    released, teacher = make_assignment(DENSE, tmp_path / "release")
+    assert nbformat.read(released, as_version=4).metadata["checks"]["answer_key_uses"] == {
+        "dense-layer": []}
+    losses, losses_teacher = make_assignment(LOSSES, tmp_path / "release")
+    uses = nbformat.read(losses, as_version=4).metadata["checks"]["answer_key_uses"]
+    assert uses["losses-bce"] == ["sigmoid"]         # the solution itself needs that one
+    solution = by_grade_id(nbformat.read(teacher, as_version=4), "dense-layer").source
+    folder = tmp_path / "submitted"
+    hand_in(folder, "honest.ipynb", released, dense_layer=solution)
+    hand_in(folder, "hands-over.ipynb", released, dense_layer=HANDS_OVER)
+    hand_in(folder, "aliased.ipynb", released, dense_layer=HANDS_OVER.replace("Dense(", "D("),
+            after_dense_layer="D = Dense")
+    shutil.copy(losses_teacher, folder / "losses.ipynb")
+    nb = nbformat.read(folder / "losses.ipynb", as_version=4)
+    nb.metadata["checks"]["role"] = "student"
+    nbformat.write(nb, folder / "losses.ipynb")
+    done = cli("grade", *(str(folder / f"{n}.ipynb") for n in ("honest", "hands-over",
+                                                                "aliased")),
+               "--reference", str(released), "--json", "--jobs", "2")
+    graded = results(done)
+    assert (graded["honest.ipynb"]["score"], graded["honest.ipynb"]["review"]) == (5, False)
+    for name in ("hands-over.ipynb", "aliased.ipynb"):
+        assert graded[name]["score"] == 0 and graded[name]["review"], graded[name]
+        assert any("uses Dense from cnn_lessons" in f for f in graded[name]["flags"]), name
+    done = cli("grade", str(folder / "losses.ipynb"), "--reference", str(losses), "--json")
+    result = results(done)["losses.ipynb"]
+    assert result["score"] == result["max_score"] and not result["review"], result
+
+
 # ---------------------------------------------------------------------------------------------
 # Graded cells: from the reference; without one, what can be seen is flagged
 
