@@ -1211,10 +1211,10 @@ def worker_main(task: str, connection) -> None:
     for fd in (0, 1, 2):        # nothing reaches the teacher's terminal or the --json output
         os.dup2(devnull, fd)
     task = json.loads(task)
-    os.environ.clear()          # the grader's environment now, not the fork server's
+    os.environ.clear()          # the grader's environment now, not the fork server's (the
+                                # working directory is the grader's: multiprocessing sees to it)
     os.environ.update(task["environ"])
     tempfile.tempdir = None
-    os.chdir(task["cwd"])
     key = bytes.fromhex(task["key"])
     grade_sandbox.become_subreaper()
     try:
@@ -1246,10 +1246,9 @@ def grade_in_worker(path: Path, reference: Path | None, options: Options) -> Gra
     when that process dies or hands back nothing it signed."""
     key = secrets.token_bytes(32)
     prepare_options(options)
-    task = json.dumps({"key": key.hex(), "path": str(Path(path).absolute()),
-                       "reference": str(Path(reference).absolute()) if reference else None,
-                       "options": _options_dict(options), "environ": dict(os.environ),
-                       "cwd": os.getcwd()})
+    task = json.dumps({"key": key.hex(), "path": str(path),      # as given: reports show it
+                       "reference": str(reference) if reference else None,
+                       "options": _options_dict(options), "environ": dict(os.environ)})
     limit = options.total_timeout + 4 * STARTUP_TIMEOUT + 60
     start = time.monotonic()
     context = _grading_context()

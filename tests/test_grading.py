@@ -588,15 +588,16 @@ def test_each_grading_process_takes_the_graders_environment_folder_and_font_list
     hand_in(folder, "ada.ipynb", student, tiny_double=solved["tiny-double"],
             tiny_scale=solved["tiny-scale"], after_tiny_double=fonts)
     shutil.copy(student, folder / "released.ipynb")
-    monkeypatch.chdir(folder)
     options = grade.Options(timeout=60, total_timeout=300)
-    first = grade.grade_in_worker(Path("ada.ipynb"), Path("released.ipynb"), options)
+    first = grade.grade_in_worker(folder / "ada.ipynb", folder / "released.ipynb", options)
     assert options.font_list and all(name.startswith("fontlist-") for name in options.font_list)
     assert (first.score, first.max_score, first.problem) == (4, 4, "")
     assert first.sandboxed == HAS_BWRAP
+    monkeypatch.chdir(folder)                             # the fork server runs elsewhere
     monkeypatch.setenv("CHECKS_GRADE_SANDBOX", "off")
     second = grade.grade_in_worker(Path("ada.ipynb"), Path("released.ipynb"), options)
     assert (second.score, second.max_score, second.sandboxed) == (4, 4, False)
+    assert second.path == "ada.ipynb"                     # reported as the grader was given it
     monkeypatch.setattr(options, "font_list", {})         # no list: the kernel finds none
     third = grade.grade_in_worker(Path("ada.ipynb"), Path("released.ipynb"), options)
     assert (third.score, third.max_score) == (3, 4)
