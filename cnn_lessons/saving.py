@@ -14,12 +14,16 @@ from __future__ import annotations
 
 import json
 import os
+import zipfile
 
 import numpy as np
 
 from .files import atomic_write
 
 FORMAT = "cnn_lessons.Sequential/1"
+MAX_UNPACKED = 1 << 30
+"""The most bytes a model file's arrays may take once unpacked (1 GiB, some 250 million
+float32 numbers): a small compressed file that would unpack into more is refused unread."""
 
 
 class ModelFileError(ValueError):
@@ -214,6 +218,13 @@ def _read(path):
         if start != b"PK\x03\x04":           # an .npz is a zip archive; refuse the rest here,
             raise ValueError(f"it starts with {start!r}, not with the zip signature "  # before
                              "b'PK\\x03\\x04' of an .npz archive")  # numpy speaks of pickle
+        # the sizes the members declare, read from the archive's directory: zipfile never
+        # inflates a member past its declared size, so this bounds what np.load will unpack
+        with zipfile.ZipFile(path) as archive:
+            unpacked = sum(info.file_size for info in archive.infolist())
+        if unpacked > MAX_UNPACKED:
+            raise ValueError(f"its arrays would take {unpacked / 2**20:,.0f} MiB unpacked, more "
+                             f"than the {MAX_UNPACKED / 2**20:,.0f} MiB a model file may hold")
         data = np.load(path, allow_pickle=False)
         with data:
             arrays = {k: data[k] for k in data.files}

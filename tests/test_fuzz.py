@@ -357,6 +357,21 @@ def test_metadata_of_the_wrong_type_is_refused(tmp_path, metadata):
     refused(lambda: saving.read_metadata(path), ModelFileError, "metadata")
 
 
+def test_a_small_file_that_would_unpack_into_too_much_is_refused_unread(tmp_path, monkeypatch):
+    good = two_dense()
+    header = {"format": saving.FORMAT, "layers": saving.spec(good), "metadata": {}}
+    bomb = tmp_path / "bomb.npz"                 # 4 MiB of zeros in a file of a few kB
+    np.savez_compressed(bomb, __model__=np.array(json.dumps(header)),
+                        **saving.state(good), extra=np.zeros(2**20, np.float32))
+    assert bomb.stat().st_size < 2**15
+    monkeypatch.setattr(saving, "MAX_UNPACKED", 2**21)
+    monkeypatch.setattr(np, "load", lambda *a, **k: pytest.fail("the arrays were read"))
+    refused(lambda: Sequential.load(bomb), ModelFileError, "bomb.npz", "MiB unpacked", "2 MiB")
+    refused(lambda: saving.read_metadata(bomb), ModelFileError, "bomb.npz", "MiB unpacked")
+    monkeypatch.undo()
+    refused(lambda: Sequential.load(bomb), ModelFileError, "bomb.npz", "'extra'")
+
+
 def test_files_that_numpy_would_unpickle_never_mention_pickle(tmp_path):
     as_json = tmp_path / "metrics.npz"
     as_json.write_text(json.dumps({"test_accuracy": 0.9}))
