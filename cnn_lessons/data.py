@@ -50,6 +50,7 @@ import hashlib
 import math
 import os
 import sys
+import warnings
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -365,7 +366,11 @@ def download_dataset(name="mnist", folder=None, *, mirrors=None, progressbar=Non
     folder. Messages go to stdout, and the progress bar (stderr) only to a terminal: a notebook
     that downloads the data, such as a chapter of the book, then writes nothing to stderr.
     """
-    import pooch  # imported here: only downloading needs it
+    with warnings.catch_warnings():     # imported here: only downloading needs it
+        # pooch imports tqdm.auto, which warns on stderr in a notebook without ipywidgets;
+        # no bar is drawn there anyway (progressbar below)
+        warnings.filterwarnings("ignore", message="IProgress not found")
+        import pooch
     info = dataset_info(name)
     folder = Path(cache_dir(info.name) if folder is None else folder)
     mirrors = info.mirrors if mirrors is None else mirrors

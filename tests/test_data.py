@@ -417,6 +417,23 @@ def test_download_tries_mirrors_in_turn(server, tmp_path):
             (server["root"] / "good" / f"{name}.gz").read_bytes()
 
 
+def test_downloading_in_a_notebook_writes_nothing_to_stderr(server, tmp_path):
+    """In a kernel without ipywidgets (a student's JupyterLab), importing pooch used to print
+    tqdm's "IProgress not found" warning in a red box above the download's messages."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    code = (f"import sys\n"
+            f"sys.modules['ipywidgets'] = None     # as where it is not installed\n"
+            f"from cnn_lessons import data\n"
+            f"data.download_mnist({str(tmp_path / 'cache')!r}, mirrors=[{server['url']['dead']!r}])")
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(code)])
+    NotebookClient(nb, timeout=120, kernel_name="python3", allow_errors=True).execute()
+    outputs = nb.cells[0].outputs
+    assert [o for o in outputs if o.get("name") == "stderr"] == [], outputs
+    assert [o.get("ename") for o in outputs if o.output_type == "error"] == ["DataError"]
+
+
 def test_recompressed_download_is_accepted(server, tmp_path):
     cache = tmp_path / "cache"
     data.download_mnist(cache, mirrors=[server["url"]["recompressed"]], progressbar=False)
