@@ -424,8 +424,7 @@ def answer_key_uses(nb) -> dict[str, list[str]]:
     imported = set()
     for cell in nb.cells:
         if cell.cell_type == "code":
-            imported |= {name for name, module, _ in grade_probe.import_bindings(cell.source)
-                         if module.split(".")[0] == "cnn_lessons"}
+            imported |= grade_probe.answer_key_names(grade_probe.import_bindings(cell.source))
     return {str(meta["grade_id"]): sorted(grade_probe.used_names(cell.source) & imported)
             for cell in nb.cells
             if cell.cell_type == "code" and (meta := nbgrader_meta(cell)) and meta.get("solution")}

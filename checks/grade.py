@@ -25,8 +25,8 @@ the top.  Student code is hostile, so each submission is graded **sealed off**:
   handling are the installed originals, and known-bad checks still fail.  A graded layer built
   on ``cnn_lessons`` (the answer key) is flagged: one that subclasses it, names it, or reads a
   name the notebook imports from it that the teacher's solution does not read (``assign``
-  records those in the notebook's metadata, ``answer_key_uses``).  A flagged cell scores 0 and the submission is
-  listed for review.
+  records those in the notebook's metadata, ``answer_key_uses``).  A flagged cell scores 0
+  and the submission is listed for review.
 - **The graded cells come from the reference** (``--reference``: the released notebook or the
   teacher's): matched by ``grade_id``, their source and points restored.  Without a reference
   the grade is *provisional*: the submission's own graded cells were run, and any cell whose
@@ -54,6 +54,7 @@ import asyncio
 import concurrent.futures
 import copy
 import csv
+import functools
 import hashlib
 import hmac
 import io
@@ -435,7 +436,7 @@ def prepare(nb, path, reference=None) -> Plan:
         analysis = _analyse(nb.cells[index].source, set())
         relevant |= analysis[1] if analysis else grade_probe.used_names(nb.cells[index].source)
     # names the notebook imports from cnn_lessons (the answer key) that no solution needs
-    key_names = {name for name, module, _ in imported if module.split(".")[0] == "cnn_lessons"}
+    key_names = grade_probe.answer_key_names(imported)
     uses = ((reference if reference is not None else nb).metadata.get("checks") or {}).get(
         "answer_key_uses")
     own = set()                          # what the student defines with def or class
@@ -1193,6 +1194,7 @@ def _options_from(data: dict) -> Options:
     return Options(**data)
 
 
+@functools.cache
 def _grading_context():
     """Where grading processes come from: a fork server that has imported the grader once, so
     that each submission's process starts in milliseconds, not the second the imports take
@@ -1211,8 +1213,9 @@ def worker_main(task: str, connection) -> None:
     for fd in (0, 1, 2):        # nothing reaches the teacher's terminal or the --json output
         os.dup2(devnull, fd)
     task = json.loads(task)
-    os.environ.clear()          # the grader's environment now, not the fork server's (the
-                                # working directory is the grader's: multiprocessing sees to it)
+    # the grader's environment now, not the fork server's (multiprocessing already starts
+    # the process in the grader's working directory)
+    os.environ.clear()
     os.environ.update(task["environ"])
     tempfile.tempdir = None
     key = bytes.fromhex(task["key"])

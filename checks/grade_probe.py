@@ -355,6 +355,12 @@ def import_bindings(source: str) -> set[tuple[str, str, str]]:
     return found
 
 
+def answer_key_names(bindings) -> set[str]:
+    """The names among ``import_bindings`` entries that are bound to ``cnn_lessons`` or a part
+    of it (the answer key)."""
+    return {name for name, module, _ in bindings if module.split(".")[0] == "cnn_lessons"}
+
+
 def used_names(source: str) -> set[str]:
     try:
         tree = ast.parse(source)
