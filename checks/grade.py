@@ -52,6 +52,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import concurrent.futures
+import contextlib
 import copy
 import csv
 import functools
@@ -1047,7 +1048,8 @@ def _use_sandbox(options: Options) -> bool:
 
 
 def grade_notebook(path, *, reference=None, timeout: float = 60, total_timeout: float = 600,
-                   kernel_name: str | None = None, options: Options | None = None) -> Grade:
+                   kernel_name: str | None = None, options: Options | None = None,
+                   scratch: str | None = None) -> Grade:
     """Run the notebook at ``path`` sealed off, in a fresh kernel, and grade its graded cells.
 
     ``reference``: a notebook (path or NotebookNode) to restore graded and locked cells from.
@@ -1101,7 +1103,8 @@ def grade_notebook(path, *, reference=None, timeout: float = 60, total_timeout: 
                 if problem not in state["bad"][index]:
                     state["bad"][index].append(problem)
 
-    with tempfile.TemporaryDirectory(prefix="checks-grade-") as scratch:
+    with (contextlib.nullcontext(scratch) if scratch is not None
+          else tempfile.TemporaryDirectory(prefix="checks-grade-")) as scratch:
         work = Path(scratch) / "work"
         work.mkdir()
         os.chmod(scratch, 0o700)
@@ -1223,7 +1226,7 @@ def worker_main(task: str, connection) -> None:
     try:
         reference = read_notebook(task["reference"]) if task.get("reference") else None
         grade = grade_notebook(task["path"], reference=reference,
-                               options=_options_from(task["options"]))
+                               options=_options_from(task["options"]), scratch=task["scratch"])
         payload = json.dumps({"grade": grade.to_dict()})
     except UnusableInput as err:
         payload = json.dumps({"unusable": str(err)})
@@ -1249,9 +1252,12 @@ def grade_in_worker(path: Path, reference: Path | None, options: Options) -> Gra
     when that process dies or hands back nothing it signed."""
     key = secrets.token_bytes(32)
     prepare_options(options)
+    # the grading process's folder, removed here even when a submission has killed it
+    scratch = tempfile.mkdtemp(prefix="checks-grade-")
     task = json.dumps({"key": key.hex(), "path": str(path),      # as given: reports show it
                        "reference": str(reference) if reference else None,
-                       "options": _options_dict(options), "environ": dict(os.environ)})
+                       "options": _options_dict(options), "environ": dict(os.environ),
+                       "scratch": scratch})
     limit = options.total_timeout + 4 * STARTUP_TIMEOUT + 60
     start = time.monotonic()
     context = _grading_context()
@@ -1277,6 +1283,7 @@ def grade_in_worker(path: Path, reference: Path | None, options: Options) -> Gra
         except OSError:
             pass
         process.join()
+        shutil.rmtree(scratch, ignore_errors=True)
     parts = out.decode("utf-8", "replace").split(" ", 2)
     if len(parts) == 3 and parts[0] == "RESULT" and \
             hmac.compare_digest(parts[1], _sign(key, parts[2])):

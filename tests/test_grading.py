@@ -14,6 +14,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import uuid
 from pathlib import Path
 
@@ -190,8 +191,13 @@ if os.fork() == 0:
     hand_in(folder, "forges.ipynb", student, tiny_double=forge)
     hand_in(folder, "kills.ipynb", student,
             tiny_double="import os, signal\nos.kill(os.getppid(), signal.SIGKILL)")
-    done = cli("grade", str(folder), "--reference", str(student), "--json", "--jobs", "2",
-               mode_flag(mode))
+    scratch = Path(tempfile.mkdtemp(prefix="checks-test-"))   # short: it holds sockets
+    try:
+        done = cli("grade", str(folder), "--reference", str(student), "--json", "--jobs", "2",
+                   mode_flag(mode), env=dict(os.environ, TMPDIR=str(scratch)))
+        assert list(scratch.iterdir()) == []               # even the killed grader's folder
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
     graded = results(done)
     assert (graded["ada.ipynb"]["score"], graded["ada.ipynb"]["max_score"]) == (4, 4)
     assert graded["leaves.ipynb"]["score"] == 2            # double and the numpy check
